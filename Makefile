@@ -43,5 +43,8 @@ readme: install
 lab: install
 	$(VENV)/bin/jupyter lab nbs
 
+# BENCH_ARGS=--quick (default) validates every benchmark at reduced size in minutes; BENCH_ARGS= runs the full
+# sizes the issues name (hours on 2 CPU cores: see benchmarks/README.md)
+BENCH_ARGS ?= --quick
 benchmarks: install
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/*.py; do echo "== $$b $(BENCH_ARGS)"; $(PY) $$b $(BENCH_ARGS) || exit 1; done
