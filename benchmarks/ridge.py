@@ -13,6 +13,7 @@ extrapolated linearly (the fixed kernel + factorisation cost is the intercept of
 
 Full size (needs ~12 GB free for vdvae, ~11 GB for clip; sklearn float64 itself would need ~36 GB):
     .venv/bin/python benchmarks/ridge.py
+    .venv/bin/python benchmarks/ridge.py --case vdvae --sk-full   # sklearn float32 measured on all targets (~19 GiB)
 Reduced size for checking the script on a shared machine:
     .venv/bin/python benchmarks/ridge.py --quick
 """
@@ -158,6 +159,8 @@ def main():
     ap.add_argument("--sk-targets", type=int, nargs=2, default=None, help="two target subset sizes for sklearn")
     ap.add_argument("--sk-tokens", type=int, nargs=2, default=None, help="two token counts for sklearn (clip)")
     ap.add_argument("--no-sklearn", action="store_true")
+    ap.add_argument("--sk-full", action="store_true",
+                    help="also run sklearn float32 on ALL vdvae targets (measured, not extrapolated; ~19 GiB at full size)")
     ap.add_argument("--no-float64", action="store_true", help="skip our float64 run (sklearn runs in both)")
     # worker-only arguments
     ap.add_argument("--worker", default=None)
@@ -210,6 +213,11 @@ def main():
                     print(f"   speed-up of ours {odt} vs sklearn {dt}: {est['seconds'] / o['seconds']:.1f}x; "
                           f"rel. prediction difference on {sk_t[0]} targets: {rel(P_o, P_sk):.2e}; "
                           f"max |diff| {np.abs(P_o - P_sk).max():.2e}")
+
+        if a.sk_full:
+            r = run(a, worker="sk-vdvae", targets=a.t, dtype="float32", alpha=50000)
+            show(f"sklearn Ridge float32 on all {a.t} targets (measured)", r)
+            print(f"   measured speed-up of ours float32 vs sklearn float32: {r['seconds'] / ours['float32']['seconds']:.1f}x")
 
     if a.case in ("all", "sweep"):
         print(f"\n## sweep: 10 alphas, predictions for every alpha, {a.t} targets")
