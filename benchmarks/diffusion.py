@@ -15,7 +15,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from neurodecode.diffusion import TINY_CLIP_DEFAULTS, TINY_VD_DEFAULTS, identification, train_tiny_models
+from neurodecode.diffusion import TINY_CLIP_DEFAULTS, TINY_VD_DEFAULTS, identification, perturb_init, train_tiny_models
 from neurodecode.synthetic import make_scenes
 
 
@@ -44,14 +44,17 @@ def main():
     blurred = np.stack([np.asarray(Image.fromarray(x).resize((8, 8), Image.BILINEAR).resize((64, 64), Image.BICUBIC))
                         for x in ho.images])
     out["id_blurred_init_alone"] = identification(clip, ho.images, blurred)
-    for name, init, s in [("grey_init_strength1", np.full_like(ho.images, 128), 1.0), ("blurred_init_0.75", blurred, 0.75)]:
+    cases = [("grey_init_strength1", np.full_like(ho.images, 128), 1.0), ("blurred_init_0.75", blurred, 0.75),
+             ("noise256_init_0.75", perturb_init(ho.images, 256, seed=0), 0.75)]  # the init destroyed: does it matter?
+    for name, init, s in cases:
         t = time.time()
         rec = vd.reconstruct(init, T, V, strength=s, steps=a.steps)
         out[f"id_{name}"] = identification(clip, ho.images, rec)
         out[f"reconstruct_s_{name}"] = round(time.time() - t, 1)
     print(json.dumps(out, indent=1, default=str))
     print(f"two-way identification from true embeddings: grey init {out['id_grey_init_strength1']:.1%}, "
-          f"blurred init {out['id_blurred_init_0.75']:.1%} (blurred init alone {out['id_blurred_init_alone']:.1%}); "
+          f"blurred init {out['id_blurred_init_0.75']:.1%} (blurred init alone {out['id_blurred_init_alone']:.1%}; "
+          f"init destroyed by +256 noise {out['id_noise256_init_0.75']:.1%}); "
           f"target >= 80%")
 
 
