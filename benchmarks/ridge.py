@@ -4,7 +4,8 @@
 Cases (issue 9 §3):
   vdvae  one multi-output fit X (n x p) -> Y (n x t), alpha 50,000, then predictions for m test rows
   clip   token-wise fits X -> Y (n x T x D), alpha 60,000 for every token (brain-diffuser: one sklearn fit per token)
-  sweep  the vdvae case for 10 alphas, predictions for every alpha, from one eigendecomposition
+  sweep  the vdvae case for 10 alphas, predictions for every alpha (solver "auto": one Cholesky per alpha;
+         --sweep-solver eigh: one eigendecomposition for all)
 
 Every contender runs in its own subprocess, so its peak resident memory (ru_maxrss) is its own. Memory is reported
 as the peak minus the resident size after imports, i.e. data + algorithm. sklearn is too slow / too large to run on
@@ -95,7 +96,7 @@ def worker(a):
         else:
             alphas = np.geomspace(a.alpha / 100, a.alpha * 100, 10)
             t0 = time.perf_counter()
-            r = Ridge(dtype=a.dtype, device=a.device, solver="eigh", quiet=True).fit(X, Y)
+            r = Ridge(dtype=a.dtype, device=a.device, solver=a.sweep_solver, quiet=True).fit(X, Y)
             for al, Pa in r.predict_path(Xt_test, alphas):
                 float(Pa.mean())  # a caller scores each alpha's predictions here, then drops them
             out["seconds"] = time.perf_counter() - t0
@@ -128,7 +129,7 @@ def worker(a):
 
 def run(args, **kw):
     cmd = [sys.executable, __file__, "--worker", kw.pop("worker")]
-    for k, v in {**{k: getattr(args, k) for k in ("n", "p", "m", "D", "device", "threads")}, **kw}.items():
+    for k, v in {**{k: getattr(args, k) for k in ("n", "p", "m", "D", "device", "threads", "sweep_solver")}, **kw}.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     line = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
@@ -155,6 +156,7 @@ def main():
     for k, v in FULL.items():
         ap.add_argument(f"--{k}", type=int, default=None, help=f"default {v} (quick {QUICK[k]})")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--sweep-solver", default="auto", choices=["auto", "cholesky", "eigh"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sk-targets", type=int, nargs=2, default=None, help="two target subset sizes for sklearn")
     ap.add_argument("--sk-tokens", type=int, nargs=2, default=None, help="two token counts for sklearn (clip)")
@@ -222,7 +224,7 @@ def main():
     if a.case in ("all", "sweep"):
         print(f"\n## sweep: 10 alphas, predictions for every alpha, {a.t} targets")
         r = run(a, worker="ours-sweep", targets=a.t, dtype="float32", alpha=50000)
-        show("neurodecode Ridge float32, eigh + 10 alphas", r)
+        show(f"neurodecode Ridge float32, 10 alphas, solver {a.sweep_solver}", r)
 
     if a.case in ("all", "clip"):
         print(f"\n## clip: {a.T} tokens × {a.D}, alpha 60,000 per token")
