@@ -695,5 +695,6 @@ d = { 'settings': { 'branch': 'main',
                                    'neurodecode.vdvae.latent_shapes': ('vdvae.html#latent_shapes', 'neurodecode/vdvae.py'),
                                    'neurodecode.vdvae.load_vdvae': ('vdvae.html#load_vdvae', 'neurodecode/vdvae.py'),
                                    'neurodecode.vdvae.parse_blocks': ('vdvae.html#parse_blocks', 'neurodecode/vdvae.py'),
+                                   'neurodecode.vdvae.rate_by_block': ('vdvae.html#rate_by_block', 'neurodecode/vdvae.py'),
                                    'neurodecode.vdvae.resize_images': ('vdvae.html#resize_images', 'neurodecode/vdvae.py'),
                                    'neurodecode.vdvae.train_vdvae': ('vdvae.html#train_vdvae', 'neurodecode/vdvae.py')}}}
