@@ -6,7 +6,8 @@
 2. With --train: the embedded default's targets, training time of the tiny config on 2,000 simulated scenes and the
    posterior-reconstruction SSIM (64 px, grayscale, Gaussian sigma 1.5, data range 1) on 64 held-out scenes
    (targets: <= 300 s on 2 CPU cores, SSIM >= 0.6), the KL per resolution (which latents the model uses) and the
-   SSIM bound of a 16 x 16 image's worth of detail (the test scenes down- and upsampled); --beta sets the KL weight.
+   SSIM bound of a 16 x 16 image's worth of detail (the test scenes down- and upsampled); --beta sets the KL weight
+   and --free-bits the KL floor per latent dimension of training (default: TRAIN_DEFAULTS).
 
 The reference implementation (openai/vdvae) is not a package and cannot be fetched here, so no speed ratio against it
 is printed; the latent layout is checked against its state dict instead (tests/test_vdvae.py).
@@ -54,12 +55,14 @@ def bench_imagenet64(n, batch_size, devices):
     return rows
 
 
-def bench_train(n_train, steps, beta=1.0):
+def bench_train(n_train, steps, beta=1.0, free_bits=None):
     from skimage.color import rgb2gray
     from skimage.metrics import structural_similarity
     train, test = make_scenes(n_train, seed=0, size=64).images, make_scenes(64, seed=1, size=64).images
     t, c = time.perf_counter(), time.process_time()
-    m = V.train_vdvae(train, "tiny", steps=steps, seed=0, cache=False, device="cpu", progress=True, beta=beta)
+    fb = V.TRAIN_DEFAULTS["free_bits"] if free_bits is None else free_bits
+    m = V.train_vdvae(train, "tiny", steps=steps, seed=0, cache=False, device="cpu", progress=True, beta=beta,
+                      free_bits=fb)
     dt, dc = time.perf_counter() - t, time.process_time() - c
     L = len(m.config.dec_layout())
 
@@ -76,7 +79,7 @@ def bench_train(n_train, steps, beta=1.0):
     print(f"tiny training: {dt:.0f} s wall, {dc:.0f} s CPU, for {steps or V.TRAIN_DEFAULTS['steps']} steps on {n_train} scenes "
           f"(target <= 300 s on 2 cores; torch threads {torch.get_num_threads()})")
     print(f"posterior-reconstruction SSIM (64 held-out scenes, 64 px): output mean {res['mean']:.3f}, "
-          f"output sample {res['sample']:.3f} (target >= 0.6; beta {beta})")
+          f"output sample {res['sample']:.3f} (target >= 0.6; beta {beta}, free bits {fb})")
     print(f"KL per image by resolution (nats): {kl}")
     print(f"bound from 16 x 16 detail: SSIM {bound['nearest']:.3f} (nearest) / {bound['bicubic']:.3f} (bicubic); "
           f"stage-1 ceiling (31 posterior latents, rest from the prior, sampled output): SSIM {stage1:.3f}")
@@ -90,6 +93,8 @@ def main():
     ap.add_argument("--train", action="store_true", help="also measure the tiny training targets")
     ap.add_argument("--steps", type=int, default=None, help="training steps (default TRAIN_DEFAULTS)")
     ap.add_argument("--beta", type=float, default=1.0, help="KL weight after warm-up for --train (1: the ELBO)")
+    ap.add_argument("--free-bits", type=float, default=None,
+                    help="KL floor per latent dimension for --train (default TRAIN_DEFAULTS; 0: the ELBO)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is faster on a loaded machine)")
     a = ap.parse_args()
     if a.threads:
@@ -102,7 +107,7 @@ def main():
         devices += [("cuda", torch.float32), ("cuda", torch.float16), ("cuda", torch.bfloat16)]
     bench_imagenet64(n, bs, devices)
     if a.train:
-        bench_train(2000, a.steps, a.beta)
+        bench_train(2000, a.steps, a.beta, a.free_bits)
 
 
 if __name__ == "__main__":

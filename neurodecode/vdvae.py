@@ -316,7 +316,7 @@ class Decoder(nn.Module):
                 kls.append(kl)
         return xs[self.image_size] * self.gain + self.bias, zs, kls
 
-# %% ../nbs/03a_vdvae.ipynb #9f1115ab
+# %% ../nbs/03a_vdvae.ipynb #f87ca7d5
 class VDVAE(nn.Module):
     "A very deep VAE (Child 2021) with the official parameter layout."
 
@@ -338,14 +338,15 @@ class VDVAE(nn.Module):
         x = ((x.to(p.device).float() + c.shift) * c.scale).permute(0, 3, 1, 2).to(p.dtype)
         return x.contiguous(memory_format=torch.channels_last)
 
-    def elbo(self, x, noise: Noise):
-        "Per-image negative ELBO per sub-pixel, with its distortion and rate parts; x: uint8 N x H x W x 3."
+    def elbo(self, x, noise: Noise, return_kls: bool = False):
+        """Per-image negative ELBO per sub-pixel, with its distortion and rate parts; x: uint8 N x H x W x 3.
+        `return_kls` adds the decoder blocks' KL maps (N x zdim x r x r each, nats)."""
         n = x.shape[0]
         acts = self.encoder(self.normalise(x))
         h, _, kls = self.decoder(n, acts=acts, noise=noise)
         distortion = self.decoder.out_net.nll(h, x.to(h.device).float() / 127.5 - 1)
         rate = sum(k.float().sum((1, 2, 3)) for k in kls) / x[0].numel()
-        return distortion + rate, distortion, rate
+        return (distortion + rate, distortion, rate) + ((kls,) if return_kls else ())
 
 # %% ../nbs/03a_vdvae.ipynb #4603d16c
 VDVAE_FILE = "imagenet64-iter-1600000-model-ema.th"
@@ -515,9 +516,19 @@ def rate_by_block(
     return pd.DataFrame({"resolution": [r for r, _ in layout], "latent_dims": dims, "kl_nats": tot / len(images)},
                         index=pd.RangeIndex(len(layout), name="block"))
 
-# %% ../nbs/03a_vdvae.ipynb #78d3c0c7
-TRAIN_DEFAULTS = dict(steps=1500, batch_size=8, lr=3e-3, warmup=50, wd=0.0, ema_rate=0.9, grad_clip=200.0,
-                      kl_warmup=100, beta=1.0, decay="none")
+# %% ../nbs/03a_vdvae.ipynb #ec90078c
+TRAIN_DEFAULTS = dict(steps=1100, batch_size=8, lr=3e-3, warmup=50, wd=0.0, ema_rate=0.9, grad_clip=200.0,
+                      kl_warmup=100, beta=1.0, free_bits=0.1, decay="none")
+
+
+def _rate_loss(kls, free_bits: float, numel: int) -> torch.Tensor:
+    """The rate term that training minimises, per sub-pixel: the sum over decoder blocks of each block's batch-mean KL,
+    held at no less than `free_bits` nats per latent dimension of the block (free bits, Kingma et al. 2016). Below
+    that floor a block's KL costs nothing, so its latents are not pushed onto the prior; 0 gives the ELBO's rate."""
+    kb = torch.stack([k.float().sum((1, 2, 3)).mean() for k in kls])
+    if free_bits > 0:
+        kb = torch.maximum(kb, kb.new_tensor([free_bits * k[0].numel() for k in kls]))
+    return kb.sum() / numel
 
 
 def _set_lr(opt, lr):
@@ -551,7 +562,7 @@ def train_vdvae(
     progress: bool = True,  # show a progress bar (quiet under nbdev_test)
     checkpoint_every: float = 60.0,  # seconds between resumable checkpoints (0: after every step)
     cached_only: bool = False,  # return the finished model from the cache, or None if it is not there (no training)
-    **hparams,  # overrides of TRAIN_DEFAULTS (batch_size, lr, warmup, wd, ema_rate, grad_clip, kl_warmup, beta)
+    **hparams,  # overrides of TRAIN_DEFAULTS (batch_size, lr, warmup, wd, ema_rate, grad_clip, kl_warmup, beta, free_bits)
 ) -> VDVAE:
     "Train a VDVAE on `images`; cached, and resumable from checkpoints if killed."
     images = resize_images(_check_images(images), get_config(config).image_size)
@@ -563,6 +574,7 @@ def train_vdvae(
     check_range("steps", hp["steps"], 1)
     check_range("batch_size", hp["batch_size"], 1)
     check_range("beta", hp["beta"], 0)
+    check_range("free_bits", hp["free_bits"], 0)
     dev = resolve_device(device)
     store = (ArtifactCache(cache) if isinstance(cache, (str, Path)) else ArtifactCache() if cache is True
              else cache or None)
@@ -570,7 +582,8 @@ def train_vdvae(
     # the checkpoint key leaves out the number of steps only when the schedule does not depend on it
     run = {"config": asdict(cfg), "seed": int(seed), **{k: v for k, v in hp.items()
                                                         if k != "steps" or hp["decay"] != "none"}}
-    code = code_version(VDVAE, Encoder, Decoder, DecBlock, Block, _Conv2d, DmolNet, _flat, _unflat, train_vdvae)
+    code = code_version(VDVAE, Encoder, Decoder, DecBlock, Block, _Conv2d, DmolNet, _flat, _unflat, _rate_loss,
+                        train_vdvae)
     inputs = hash_obj(images)
     final_key = store.key("vdvae_model", {**run, "steps": hp["steps"]}, inputs, code) if store else None
     model = VDVAE(cfg).to(dev)
@@ -614,8 +627,9 @@ def train_vdvae(
         decay = 0.5 * (1 + math.cos(math.pi * step / hp["steps"])) if hp["decay"] == "cosine" else 1.0
         _set_lr(opt, hp["lr"] * min(1.0, (step + 1) / hp["warmup"]) * decay)
         beta = hp["beta"] * (min(1.0, (step + 1) / hp["kl_warmup"]) if hp["kl_warmup"] > 0 else 1.0)
-        _, dist, rate = model.elbo(x_all[idx], noise)
-        loss = (dist + beta * rate).mean()
+        x = x_all[idx]
+        _, dist, rate, kls = model.elbo(x, noise, return_kls=True)
+        loss = dist.mean() + beta * _rate_loss(kls, hp["free_bits"], x[0].numel())
         model.zero_grad(set_to_none=True)
         loss.backward()
         w.grad = _flat(params, grad=True)
