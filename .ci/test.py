@@ -111,8 +111,11 @@ def missing_parameters_tag(nbs: Path) -> list:
 
 def parse_nbdev_test(stdout: str, stderr: str) -> tuple[list, list]:
     "From `nbdev_test --do_print` output, the notebooks that ran and those that failed."
-    started = re.findall(r"^Starting (.+\.ipynb)\s*$", stdout, flags=re.M)
-    started = [Path(s).name for s in started]
+    # parallel workers can print on one line ("Starting a.ipynbStarting b.ipynb"), so no anchors; the --timing
+    # lines ("a.ipynb: 3 secs") name every notebook that finished as well
+    started = (re.findall(r"Starting (.+?\.ipynb)", stdout)
+               + re.findall(r"^\s*(.+?\.ipynb): \d+ secs\s*$", stdout, flags=re.M))
+    started = list(dict.fromkeys(Path(s).name for s in started))
     failed = []
     m = re.search(r"nbdev Tests Failed On The Following Notebooks:\n=+\n(.*)", stderr, flags=re.S)
     if m:

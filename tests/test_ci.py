@@ -108,6 +108,9 @@ def test_parse_helpers(tmp_path):
     started, failed = ci.parse_nbdev_test("Starting /a/nbs/00_x.ipynb\nStarting /a/nbs/01_y.ipynb\n",
                                           "\nnbdev Tests Failed On The Following Notebooks:\n=====\n\t01_y.ipynb\n")
     assert started == ["00_x.ipynb", "01_y.ipynb"] and failed == ["01_y.ipynb"]
+    # parallel workers printing on one line, a path with a space, and a notebook seen only in the --timing lines
+    out = "Starting /my dir/nbs/00_x.ipynbStarting /my dir/nbs/01_y.ipynb\n00_x.ipynb: 3 secs\n02_z.ipynb: 0 secs\n"
+    assert ci.parse_nbdev_test(out, "")[0] == ["00_x.ipynb", "01_y.ipynb", "02_z.ipynb"]
     x = tmp_path / "j.xml"
     x.write_text('<testsuites><testsuite tests="5" failures="1" errors="1" skipped="1"/></testsuites>')
     assert ci.parse_junit(x) == (2, 2, 1)
