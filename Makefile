@@ -1,6 +1,7 @@
 # neurodecode: the two commands of the README, and helpers.
 #   make reproduce   install if needed, then run the paper notebooks for $(SUBJECTS) on the embedded simulated default
 #   make test        install if needed, then the whole gate (export/clean/tags/notebooks/pytest), closing `N passed, N failed`
+#   make notebook NB=04_noise SUBJECT=1   one paper notebook for one subject (into figures/, executed copy in runs/)
 SHELL     := /bin/bash
 PYTHON    ?= python3
 VENV      ?= .venv
@@ -15,7 +16,7 @@ TORCH_SPEC ?= torch==2.13.0 torchvision==0.28.0
 TORCH_PIP  ?= env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(PY) -m pip install
 STAMP     := $(VENV)/.neurodecode-installed
 
-.PHONY: install test reproduce export clean-nbs readme lab benchmarks help
+.PHONY: install test reproduce notebook export clean-nbs readme lab benchmarks help
 help:
 	@sed -n '2,4p' Makefile
 
@@ -33,6 +34,12 @@ test: install
 
 reproduce: install
 	@PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) .ci/reproduce.py --subjects "$(SUBJECTS)" --profile "$(PROFILE)" $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
+
+NB      ?=
+SUBJECT ?= 1
+notebook: install
+	@test -n "$(NB)" || { echo 'name a paper notebook: make notebook NB=04_noise SUBJECT=1'; exit 2; }
+	@PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) .ci/reproduce.py --notebooks "$(NB)" --subjects "$(SUBJECT)" --profile "$(PROFILE)" $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 
 export: install
 	$(VENV)/bin/nbdev_export && $(VENV)/bin/nbdev_clean && $(PY) .ci/readme.py

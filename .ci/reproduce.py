@@ -8,6 +8,7 @@ the installation works end to end.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -26,7 +27,8 @@ def papermill(nb: Path, out: Path, params: dict) -> int:
         if v is not None:
             cmd += ["-p", k, str(v)] if not isinstance(v, str) else ["-r", k, v]
     print("$", " ".join(cmd[2:]), flush=True)
-    return subprocess.run(cmd, cwd=ROOT).returncode
+    env = {**os.environ, "NEURODECODE_PROGRESS": os.environ.get("NEURODECODE_PROGRESS", "text")}  # bars in the log
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 
 
 def main(argv=None) -> int:
@@ -34,6 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--subjects", default="1", help='space-separated NSD subjects, e.g. "1 2 5 7"')
     ap.add_argument("--profile", default="default")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--notebooks", default="", help='only these paper notebooks, e.g. "04_noise 06_reconstruction"')
     args = ap.parse_args(argv)
     try:
         subjects = [int(s) for s in args.subjects.split()]
@@ -48,6 +51,14 @@ def main(argv=None) -> int:
     runs.mkdir(exist_ok=True)
     t0 = time.time()
     nbs = papermill_notebooks(ROOT / "nbs")
+    if args.notebooks.strip():
+        wanted = [w.removesuffix(".ipynb") for w in args.notebooks.replace(",", " ").split()]
+        known = {p.stem: p for p in nbs}
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            print(f"unknown paper notebook(s) {unknown}; choose from: {' '.join(sorted(known))}")
+            return 2
+        nbs = [known[w] for w in wanted]
     per_subject = [p for p in nbs if p.name not in CROSS_SUBJECT]
     cross = [p for p in nbs if p.name in CROSS_SUBJECT]
     failures = []

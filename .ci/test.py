@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: notebooks run by papermill (paper experiments): `NN_*.ipynb` with NN >= 04, as DESIGN.md lays out.
+#: notebooks run by papermill (paper experiments): `NN_*.ipynb` with NN >= 04, as DESIGN.md lays out ...
 PAPERMILL_GLOB = re.compile(r"^(0[4-9]|[1-9]\d)[a-z]?_.*\.ipynb$")
+#: ... except paper 2's library notebooks (`07*`: single trials, shared space, guidance), which export modules
+LIBRARY_GLOB = re.compile(r"^07[a-z]?_.*\.ipynb$")
 
 
 @dataclass
@@ -96,7 +98,7 @@ def check_clean(root: Path = ROOT) -> list:
 
 
 def papermill_notebooks(nbs: Path) -> list:
-    return sorted(p for p in nbs.glob("*.ipynb") if PAPERMILL_GLOB.match(p.name))
+    return sorted(p for p in nbs.glob("*.ipynb") if PAPERMILL_GLOB.match(p.name) and not LIBRARY_GLOB.match(p.name))
 
 
 def missing_parameters_tag(nbs: Path) -> list:

@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import random
+import re
 import subprocess
 import tempfile
 import time
@@ -21,10 +22,11 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['DIR_ENV', 'DIR_ARG', 'check_choice', 'check_range', 'check_array', 'Candidate', 'dir_candidates', 'resolve_dir',
-           'get_data_dir', 'get_weights_dir', 'get_cache_dir', 'NotFoundError', 'find_file', 'seed_everything',
-           'make_rng', 'torch_generator', 'resolve_device', 'in_test', 'progress', 'atomic_write', 'atomic_save',
-           'hash_obj', 'code_version', 'ArtifactCache', 'git_commit', 'sha256_file']
+__all__ = ['DIR_ENV', 'DIR_ARG', 'PROGRESS_ENV', 'check_choice', 'check_range', 'check_array', 'Candidate', 'dir_candidates',
+           'resolve_dir', 'get_data_dir', 'get_weights_dir', 'get_cache_dir', 'NotFoundError', 'find_file',
+           'seed_everything', 'make_rng', 'torch_generator', 'resolve_device', 'in_test', 'progress', 'atomic_write',
+           'atomic_save', 'hash_obj', 'code_version', 'ArtifactCache', 'git_commit', 'sha256_file', 'project_root',
+           'figures_dir']
 
 # %% ../nbs/00_core.ipynb #fafcc790
 def _fmt_choices(choices: Sequence) -> str:
@@ -205,10 +207,21 @@ def in_test() -> bool:
     return os.environ.get("IN_TEST", "") not in ("", "0", "false", "False")
 
 
+#: `$NEURODECODE_PROGRESS`: "auto" (widgets in JupyterLab, text elsewhere), "text" (plain text on stderr, for
+#: papermill logs and batch jobs: `make reproduce` sets it) or "off"
+PROGRESS_ENV = "NEURODECODE_PROGRESS"
+
+
 def progress(iterable: Iterable | None = None, desc: str = "", total: int | None = None, quiet: bool | None = None, **kw):
-    "A tqdm progress bar, disabled when `quiet` or when `in_test()`."
-    from tqdm.auto import tqdm
-    disable = in_test() if quiet is None else quiet
+    "A tqdm progress bar (see `PROGRESS_ENV`), disabled when `quiet` or when `in_test()`."
+    mode = os.environ.get(PROGRESS_ENV, "auto")
+    check_choice(PROGRESS_ENV, mode, ("auto", "text", "off"))
+    if mode == "text":
+        from tqdm.std import tqdm
+        kw.setdefault("mininterval", 5.0)  # a log line every few seconds, not hundreds
+    else:
+        from tqdm.auto import tqdm
+    disable = (in_test() if quiet is None else quiet) or mode == "off"
     return tqdm(iterable, desc=desc, total=total, disable=disable, dynamic_ncols=True, **kw)
 
 # %% ../nbs/00_core.ipynb #b0ac0f62
@@ -481,3 +494,27 @@ def git_commit(path: str | os.PathLike | None = None) -> str:
 def sha256_file(path: str | os.PathLike) -> str:
     "The sha256 hex digest of a file (weights provenance)."
     return _sha256_file(Path(path))
+
+# %% ../nbs/00_core.ipynb #ea49e9ea
+def project_root(path: str | os.PathLike | None = None) -> Path | None:
+    "The neurodecode checkout holding `path` (default: this package): the folder with its settings.ini and nbs/; None outside one."
+    start = Path(path).resolve() if path else Path(globals().get("__file__", ".")).resolve().parent
+    for d in (start, *start.parents):
+        ini = d / "settings.ini"
+        if ini.is_file() and (d / "nbs").is_dir():
+            try:
+                if re.search(r"^lib_name\s*=\s*neurodecode\s*$", ini.read_text(encoding="utf-8"), re.M):
+                    return d
+            except OSError:
+                pass
+    return None
+
+
+def figures_dir(
+    out_dir: str | os.PathLike | None = None,  # None: the checkout's figures/, else ./figures; a path: itself
+) -> Path:
+    "Where paper notebooks write tables and figures, as an absolute path that does not depend on the caller's cwd."
+    if out_dir is not None and str(out_dir) != "":
+        return Path(out_dir).expanduser().resolve()
+    root = project_root()
+    return (root / "figures") if root is not None else (Path.cwd() / "figures").resolve()

@@ -189,13 +189,13 @@ def beside_published(ours: pd.DataFrame, published: pd.DataFrame) -> pd.DataFram
     return out
 
 # %% ../nbs/03p_report.ipynb #c80341fb
-def output_dir(out_dir: str | os.PathLike, source: str, subject: int | str) -> Path:
-    "`<out_dir>/<source>/sub-0N` (or `/all`), created; a temporary directory under IN_TEST."
-    from neurodecode.core import in_test
+def output_dir(out_dir: str | os.PathLike | None, source: str, subject: int | str) -> Path:
+    "`<out_dir>/<source>/sub-0N` (or `/all`), created; `out_dir=None`: the checkout's figures/; a temporary directory under IN_TEST."
+    from neurodecode.core import figures_dir, in_test
     import tempfile as _tf
     check_choice("source", source, SOURCES)
     sub = "all" if subject == "all" else f"sub-{int(subject):02d}"
-    d = (Path(_tf.mkdtemp(prefix="neurodecode-figures-")) if in_test() else Path(out_dir)) / source / sub
+    d = (Path(_tf.mkdtemp(prefix="neurodecode-figures-")) if in_test() else figures_dir(out_dir)) / source / sub
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -78,6 +78,14 @@ def test_parameters_tag(scratch):
     assert r.returncode == 1 and "04_noise.ipynb lost it" in r.stdout
 
 
+def test_paper2_library_notebooks_are_not_papermill(tmp_path):
+    "`07*` notebooks export paper 2's library (no parameters cell); `04`-`06`, `08` onward are paper notebooks."
+    for name in ("04_noise", "06b_cross_subject", "07_single_trials", "07e_guidance", "08_neuraldiffuser", "10_x"):
+        (tmp_path / f"{name}.ipynb").write_text("{}")
+    assert [p.stem for p in ci.papermill_notebooks(tmp_path)] == ["04_noise", "06b_cross_subject", "08_neuraldiffuser",
+                                                                    "10_x"]
+
+
 def test_gate_fails_when_no_notebook_ran(scratch):
     for p in (scratch / "nbs").glob("*.ipynb"):
         p.unlink()
