@@ -17,8 +17,8 @@ from .shared_space import (SharedSpaceModel, ZDecoder, decoder_losses, mixco, mi
                                       softclip_temperature, subject_key, z_loss)
 
 # %% auto #0
-__all__ = ['PAPER', 'SIMULATED', 'Z_PAPER', 'Z_SIMULATED', 'make_accelerator', 'train_decoder', 'two_stage', 'load_decoder',
-           'decode', 'evaluate_tokens']
+__all__ = ['PAPER', 'SIMULATED', 'Z_PAPER', 'Z_SIMULATED', 'ND_TARGETS', 'make_accelerator', 'train_decoder', 'two_stage',
+           'load_decoder', 'decode', 'evaluate_tokens', 'nd_data', 'nd_targets', 'decoder_runs']
 
 # %% ../nbs/07c_shared_training.ipynb #d1f5fb5b
 PAPER = dict(h=4096, n_blocks=4, drop=0.15, proj_layers=3, prior=True, prior_config=None, epochs=150, batch_size=42,
@@ -344,3 +344,116 @@ def evaluate_tokens(
                                                 t.astype(np.float32), n_candidates=nc, n_repeats=n_repeats, seed=seed)
         out["n_candidates"] = nc
     return out
+
+# %% ../nbs/07c_shared_training.ipynb #760be25c
+ND_TARGETS = ("c", "g1", "g2", "g3", "g4", "g5", "g6")
+
+
+def nd_data(subjects: Sequence[int] = (1, 2, 5, 7), data_dir=None, profile: str = "default", seed: int = 0,
+            zscore: str | None = "session", quiet: bool | None = None):
+    "(root, source, {subject: SingleTrials}): real NSD if found, else the simulated world (built on first use)."
+    from neurodecode.pipeline import resolve_data
+    from neurodecode.trials import load_trials
+    srcs = [resolve_data(s, data_dir, profile, seed) for s in subjects]
+    root = srcs[0].root
+    return root, srcs[0].source, {s: load_trials(s, root, zscore=zscore, quiet=quiet) for s in subjects}
+
+
+def nd_targets(
+    root,  # NSD root the ids refer to
+    ids: np.ndarray,  # sorted 0-based nsdIds (the rows of every target)
+    models: str = "tiny",  # 'tiny' (stand-ins trained by neurodecode) or 'pretrained' (weights directory)
+    weights_dir=None,  # where the real encoders are
+    names: Sequence[str] = ND_TARGETS + ("z",),  # which targets
+    profile: str = "default",  # stand-ins: the paper-1 pipeline profile whose corpus and tiny models are reused
+    seed: int = 0,  # stand-ins: seed
+    cache=True,  # ArtifactCache for targets and stand-ins
+    quiet: bool | None = None,  # hide progress bars
+) -> dict:
+    "{name: N x ... float16 array} for c, g1..g6, z, and 'models': a label saying which encoders made them."
+    from neurodecode import nd_targets as T
+    from neurodecode.nsd import read_captions, read_images
+    check_choice("models", models, ("tiny", "pretrained"))
+    ids = np.asarray(ids)
+    if (np.diff(ids) <= 0).any():
+        raise ValueError("ids must be sorted and unique (np.unique of the trials' nsdIds)")
+    caps = read_captions(ids, root)
+    out = {}
+    layers = [int(n[1:]) for n in names if n.startswith("g")]
+    if models == "tiny":
+        from neurodecode.pipeline import get_profile
+        prof = get_profile(profile)
+        corpus = T.standin_corpus(profile, seed)
+        if "z" in names:
+            clip, vae, scale = T.standin_encoders(*corpus, seed=seed, cache=cache, quiet=quiet,
+                                                  clip_config=prof["clip_config"], vd_clip_config=prof["clip_config"],
+                                                  vd_config=prof["vd_config"])
+        else:  # the same stand-in CLIP, without training the tiny VD
+            clip = T.standin_clip(*corpus, seed=seed, cache=cache, quiet=quiet, clip_config=prof["clip_config"])
+        text, vision, g_size, z_size = clip, clip.vision_model, None, None
+        out["models"] = ("stand-ins trained by neurodecode: tiny CLIP (12 blocks, 64 px) for SD-1.4's text encoder and "
+                         "ViT-B/32; the tiny VD's VAE for SD's VAE")
+    else:
+        text, vision = T.load_sd_text_encoder(weights_dir), T.load_vit_b32(weights_dir)
+        vae, scale = T.load_sd_vae(weights_dir)
+        g_size, z_size = 224, 512
+        out["models"] = "SD-1.4 text encoder, OpenAI CLIP ViT-B/32 (transformers), SD-1.4 VAE"
+    images = read_images(ids, root)
+    if "c" in names:
+        out["c"] = T.text_targets(text, caps, cache=cache, quiet=quiet)
+    if layers:
+        out.update({f"g{l}": g for l, g in zip(layers, T.layer_targets(vision, images, layers, g_size, cache=cache,
+                                                                       quiet=quiet))})
+    if "z" in names:
+        out["z"] = T.vae_targets(vae, images, scale, z_size, cache=cache, quiet=quiet)
+        out["z_scale"] = scale
+    return out
+
+# %% ../nbs/07c_shared_training.ipynb #e8fa6827
+def decoder_runs(
+    trials: Mapping,  # {subject: SingleTrials} (the target and the other subjects)
+    targets: dict,  # from `nd_targets`
+    ids: np.ndarray,  # the targets' rows (sorted nsdIds)
+    subject: int = 1,  # target subject
+    names: Sequence[str] = ND_TARGETS,  # targets to decode
+    pretrain: Sequence[bool] = (True, False),  # with and/or without stage 1
+    fractions: Sequence[float] = (1.0,),  # of the target subject's training trials (the first ones)
+    config: dict | None = None,  # training settings (SIMULATED by default; Z_SIMULATED for 'z')
+    seed: int = 0,  # seed
+    cache=True,  # see `train_decoder`
+    accelerator=None,  # see `train_decoder`
+    device="auto",  # see `train_decoder`
+    quiet: bool | None = None,  # hide progress bars
+):
+    "A DataFrame: one row per (target, pretrain, fraction) with corr, cos, retrieval fwd/bwd on the test images."
+    import pandas as pd
+    from neurodecode.trials import average_test_repeats, train_subset
+    ids = np.asarray(ids)
+    rows = {s: np.searchsorted(ids, tr.nsd_ids) for s, tr in trials.items()}
+    for s, tr in trials.items():
+        if not np.array_equal(ids[np.minimum(rows[s], len(ids) - 1)], tr.nsd_ids):
+            raise ValueError(f"subject {s} saw images that have no target row; compute targets for their nsdIds")
+    X_te, te_ids = average_test_repeats(trials[subject])
+    te_rows = np.searchsorted(ids, te_ids)
+    out = []
+    for name in names:
+        kind = "z" if name == "z" else "tokens"
+        for frac in fractions:
+            X, R = {}, {}
+            for s, tr in trials.items():
+                idx = train_subset(tr, frac) if s == subject else tr.train_index
+                X[s], R[s] = tr.X[idx], rows[s][idx]
+            for pre in pretrain:
+                t0 = time.time()
+                res = two_stage(X, R, targets[name], subject, name, kind, pre, config, seed, cache, accelerator, device,
+                                quiet)
+                dec = decode(res, X_te, subject)
+                row = {"target": name, "pretrain": pre, "fraction": frac, "n_train_trials": len(X[subject]),
+                       "seconds": round(time.time() - t0, 1)}
+                if kind == "z":
+                    d, t = dec["decoded"].reshape(len(te_rows), -1), targets[name][te_rows].reshape(len(te_rows), -1)
+                    row |= evaluate_tokens(d, t)
+                else:
+                    row |= evaluate_tokens(dec["decoded"], targets[name][te_rows], dec["clip_voxels"])
+                out.append(row)
+    return pd.DataFrame(out)
