@@ -17,14 +17,15 @@ from .shared_space import (SharedSpaceModel, ZDecoder, decoder_losses, mixco, mi
                                       softclip_temperature, subject_key, z_loss)
 
 # %% auto #0
-__all__ = ['PAPER', 'SIMULATED', 'Z_PAPER', 'Z_SIMULATED', 'ND_TARGETS', 'make_accelerator', 'train_decoder', 'two_stage',
-           'load_decoder', 'decode', 'evaluate_tokens', 'nd_data', 'nd_targets', 'decoder_runs']
+__all__ = ['PAPER', 'SIMULATED', 'SCIENCE', 'Z_PAPER', 'Z_SIMULATED', 'ND_TARGETS', 'make_accelerator', 'train_decoder',
+           'two_stage', 'load_decoder', 'decode', 'evaluate_tokens', 'nd_data', 'nd_targets', 'decoder_runs']
 
 # %% ../nbs/07c_shared_training.ipynb #d1f5fb5b
 PAPER = dict(h=4096, n_blocks=4, drop=0.15, proj_layers=3, prior=True, prior_config=None, epochs=150, batch_size=42,
              lr=3e-4, weight_decay=1e-2, mixup_pct=0.33, mix_temp=0.006, prior_weight=30.0, pct_start=2 / 150,
              final_div_factor=1000.0, ckpt_every=5, mixed_precision="fp16")
 SIMULATED = {**PAPER, "h": 256, "prior": False, "epochs": 30, "mixed_precision": "no"}
+SCIENCE = {**SIMULATED, "epochs": 10}  # the science checks' CPU budget (notebook's slow cells); not tuned
 Z_PAPER = dict(h=4096, n_blocks=4, start=16, start_channels=64, up_channels=(64, 128, 256), norm_groups=32,
                drop_in=0.5, drop=0.25, epochs=150, batch_size=14, lr=3e-4, weight_decay=1e-2, pct_start=2 / 150,
                final_div_factor=1000.0, ckpt_every=5, mixed_precision="no", scale=0.18215)
