@@ -19,7 +19,7 @@ from .core import (ArtifactCache, NotFoundError, check_array, check_choice, chec
 __all__ = ['GUIDE_LAYERS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SD_LATENT_SCALE', 'SD14_DIRNAME', 'SD_VARIATIONS_DIRNAME',
            'VIT_B32_DIRNAME', 'STANDIN_CLIP', 'vision_layers', 'clip_layer_features', 'TextEncoder', 'as_text_encoder',
            'text_targets', 'layer_targets', 'vae_targets', 'load_sd_text_encoder', 'load_vit_b32', 'load_sd_vae',
-           'standin_corpus', 'standin_encoders']
+           'standin_corpus', 'standin_clip', 'standin_encoders']
 
 # %% ../nbs/07a_nd_targets.ipynb #82e7d0b3
 GUIDE_LAYERS = (1, 2, 3, 4, 5, 6)  # 1-based CLIP ViT blocks whose MLP outputs are g1..g6
@@ -325,6 +325,17 @@ def standin_corpus(profile: str = "default", seed: int = 0):
     return sc.images, sc.captions
 
 
+def standin_clip(images, captions_per_image, seed: int = 0, cache=True, device="auto", quiet: bool | None = None,
+                 clip_config: dict | None = None):
+    "The stand-in CLIP alone (what `standin_encoders` returns first), without training the tiny VD."
+    from neurodecode import diffusion
+    clip = diffusion.train_tiny_clip(images, captions_per_image, seed=seed, cache=cache, device=device,
+                                     config={**STANDIN_CLIP, **(clip_config or {})}, quiet=quiet)
+    clip.name = "standin-clip"
+    clip.vision_model._nd_fingerprint = hash_obj(clip.fingerprint, "vision")
+    return clip
+
+
 def standin_encoders(
     images,  # N x H x W x 3 uint8 training images of the stand-ins (e.g. `standin_corpus()`)
     captions_per_image,  # N lists of captions
@@ -338,12 +349,9 @@ def standin_encoders(
 ):
     "(clip, vae, vae_scale): the stand-ins of SD-1.4's text encoder + ViT-B/32 (one tiny CLIP) and of SD's VAE."
     from neurodecode import diffusion
-    clip = diffusion.train_tiny_clip(images, captions_per_image, seed=seed, cache=cache, device=device,
-                                     config={**STANDIN_CLIP, **(clip_config or {})}, quiet=quiet)
-    clip.name = "standin-clip"
+    clip = standin_clip(images, captions_per_image, seed, cache, device, quiet, clip_config)
     _, vd = diffusion.train_tiny_models(images, captions_per_image, seed=seed, cache=cache, device=device,
                                         clip_config=vd_clip_config, vd_config=vd_config, quiet=quiet)
     vae = vd.vae.eval()
     vae._nd_fingerprint = hash_obj("standin-vae", _model_fingerprint(vae))
-    clip.vision_model._nd_fingerprint = hash_obj(clip.fingerprint, "vision")
     return clip, vae, float(vae.config.scaling_factor)

@@ -96,8 +96,10 @@ class SharedSpaceModel(nn.Module):
         b = self.backbone_linear(self.backbone(shared)).unflatten(-1, (self.config["tokens"], self.config["dim"]))
         return b, self.clip_proj(b)
 
-    def forward(self, x, subject: int):
-        "B x V_s voxels of one subject -> (backbone, clip_voxels), each B x T x D."
+    def forward(self, x, subject):
+        "B x V_s voxels of one subject -> (backbone, clip_voxels), each B x T x D; lists of both: one batch, concatenated."
+        if isinstance(subject, (list, tuple)):
+            return self.head(torch.cat([self.encode(xi, s) for xi, s in zip(x, subject)]))
         return self.head(self.encode(x, subject))
 
     @torch.no_grad()
@@ -212,12 +214,16 @@ class ZDecoder(nn.Module):
     def subjects(self) -> list[int]:
         return sorted(int(k[4:]) for k in self.encoders)
 
-    def forward(self, x, subject: int):
-        "B x V_s voxels -> B x C x H x W latents (in the VAE's scaled units)."
+    def encode(self, x, subject: int):
         k = subject_key(subject)
         if k not in self.encoders:
             raise KeyError(f"this model has no encoder for subject {subject}; it has {self.subjects}")
-        x = self.encoders[k](x)
+        return self.encoders[k](x)
+
+    def forward(self, x, subject):
+        "B x V_s voxels -> B x C x H x W latents (in the VAE's scaled units); lists: one batch of several subjects."
+        x = torch.cat([self.encode(xi, s) for xi, s in zip(x, subject)]) if isinstance(subject, (list, tuple)) \
+            else self.encode(x, subject)
         for b in self.blocks:
             x = x + b(x)
         s, c = self.config["start"], self.config["start_channels"]

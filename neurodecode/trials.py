@@ -81,9 +81,11 @@ def _zscore_rows(X, mean, std, chunk=2048):
         X[:, a:a + chunk] /= std[a:a + chunk]
 
 
-def _col_stats(X, rows, chunk=2048, ddof=1):
+def _col_stats(X, rows, chunk=None, ddof=1):
     "Per-column mean and std (float64 accumulation) of X[rows] without copying X[rows] whole."
     V = X.shape[1]
+    n = len(X) if rows is None else len(rows)
+    chunk = chunk or max(16, (1 << 23) // max(n, 1))  # column blocks of about 8M values: ~64 MB of float64 temporaries
     mean, std = np.empty(V, np.float32), np.empty(V, np.float32)
     for a in range(0, V, chunk):
         x = X[rows, a:a + chunk] if rows is not None else X[:, a:a + chunk]
