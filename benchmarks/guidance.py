@@ -56,7 +56,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=None, help="timed runs per condition (interleaved)")
     ap.add_argument("--eta", type=float, default=0.2)
     ap.add_argument("--kappa", type=float, default=1e3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads thrash)")
     ap.add_argument("--trained", action="store_true", help="use the cached trained stand-ins (trains them if absent)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
