@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test import ROOT, papermill_notebooks  # noqa: E402
 
 #: notebooks that aggregate over subjects: run once, after the per-subject ones, with `subjects` as a parameter
-CROSS_SUBJECT = {"06b_cross_subject.ipynb"}
+CROSS_SUBJECT = {"06b_cross_subject.ipynb", "08c_nd_subjects.ipynb"}
 
 
 def papermill(nb: Path, out: Path, params: dict) -> int:
