@@ -21,11 +21,12 @@ ND_PROFILES = {
     "smoke": dict(subjects=(1, 2), decoder_config=dict(h=32, epochs=2, batch_size=16), z_config=dict(h=32, epochs=2, batch_size=16),
                   ldm_config={"steps": 20, "batch_size": 8, "unet_channels": (16, 32)}, clip_config={"steps": 15},
                   steps=10, n_repeats=2, max_test=4, n_calibration=2, kappas=(1e3, 1e5, 1e7),
-                  grid_images=2, grid_repeats=1, n_examples=2, ablation_repeats=2),
-    "default": dict(subjects=(1, 2, 5, 7), decoder_config=dict(h=128, epochs=5), z_config=dict(h=128, epochs=5),
-                    ldm_config=None, clip_config=None, steps=50, n_repeats=5, max_test=12, n_calibration=8,
-                    kappas=(1e2, 1e3, 1e4, 1e5, 1e6, 1e7), grid_images=4, grid_repeats=1, n_examples=4,
-                    ablation_repeats=2),
+                  grid_images=2, grid_repeats=1, n_examples=2, ablation_repeats=2,
+                  calibration_repeats=2),
+    "default": dict(subjects=(1, 2, 5, 7), decoder_config=dict(h=128, epochs=2), z_config=dict(h=64, epochs=2),
+                    ldm_config=None, clip_config=None, steps=50, n_repeats=5, max_test=8, n_calibration=4,
+                    calibration_repeats=2, kappas=(1e3, 1e4, 1e5, 1e6, 1e7), grid_images=3, grid_repeats=1,
+                    n_examples=4, ablation_repeats=2),
 }
 #: the kappa x eta grid of the paper's README image 5 (kappa as multiples of the calibrated kappa*)
 KAPPA_FACTORS = (0.01, 0.1, 1.0, 10.0)
@@ -172,7 +173,7 @@ class NDExperiment:
         img, cap = read_images(ids, self._data[0]), read_captions(ids, self._data[0])
         m = self.ldm
         params = {"ids": [int(i) for i in ids], "kappas": self.prof["kappas"], "steps": self.prof["steps"],
-                  "n_repeats": self.prof["n_repeats"]}
+                  "n_repeats": self.prof["calibration_repeats"]}
 
         def run():
             to01 = torch.from_numpy(np.ascontiguousarray(img)).permute(0, 3, 1, 2).float() / 255
@@ -182,7 +183,7 @@ class NDExperiment:
             z = m.encode_images(blur).cpu()
             c = _caption_condition(m._encode_text, cap).cpu()
             k, tab = calibrate_kappa(m, img, z, c, g, m.phi, self.prof["kappas"], image_features=m.clip.image_features,
-                                     steps=self.prof["steps"], n_repeats=self.prof["n_repeats"], seed=self.seed,
+                                     steps=self.prof["steps"], n_repeats=self.prof["calibration_repeats"], seed=self.seed,
                                      quiet=True)
             return {"kappa": k, "table": tab.to_dict("list")}
         out = self.cache.cached("nd_kappa_star", run, params=self._key(params), fmt="pkl",
