@@ -24,8 +24,8 @@ ND_PROFILES = {
                   grid_images=2, grid_repeats=1, n_examples=2, ablation_repeats=2,
                   calibration_repeats=2),
     "default": dict(subjects=(1, 2, 5, 7), decoder_config=dict(h=128, epochs=2), z_config=dict(h=64, epochs=2),
-                    ldm_config=None, clip_config=None, steps=50, n_repeats=5, max_test=8, n_calibration=4,
-                    calibration_repeats=2, kappas=(1e3, 1e4, 1e5, 1e6, 1e7), grid_images=3, grid_repeats=1,
+                    ldm_config=None, clip_config=None, steps=50, n_repeats=5, max_test=6, n_calibration=4,
+                    calibration_repeats=2, kappas=(1e3, 1e4, 1e5, 1e6, 1e7), grid_images=2, grid_repeats=1,
                     n_examples=4, ablation_repeats=2),
 }
 #: the kappa x eta grid of the paper's README image 5 (kappa as multiples of the calibrated kappa*)

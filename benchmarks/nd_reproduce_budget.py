@@ -1,0 +1,85 @@
+"""Paper 2's first `make reproduce` (subject 1, simulated default): an estimate from measured per-stage costs.
+
+Counts the work the default profile of `neurodecode.nd_experiment` implies (decoder training samples, generated
+image-repeats at 50 DDIM steps) and multiplies by costs measured here, on this machine, one thread:
+decoder throughput (random betas and targets of the simulated default's shapes, h and epochs of the profile) and the
+time per guided image-repeat of the stand-in architecture (`benchmarks/guidance.random_standin`, random weights;
+time does not depend on them). Not included (each measured by its own notebook or benchmark, shared with paper 1's
+`make reproduce`): simulating the data, training the tiny CLIP / VD stand-ins and the stand-in LDM, the metrics.
+
+    python benchmarks/nd_reproduce_budget.py            # measure, then print the estimate
+    python benchmarks/nd_reproduce_budget.py --quick    # fewer trials and images (noisier)
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def work(prof, n_train=3150, n_other=3):
+    "(decoder samples {tokens, z}, image-repeats) the default profile implies for one subject."
+    from neurodecode.nd_experiment import ETAS, KAPPA_FACTORS
+    dec = prof["decoder_config"]["epochs"] * n_train * (n_other + 1 + 1)  # two-stage + no-pre-training
+    zs = prof["z_config"]["epochs"] * n_train * (n_other + 1 + 1)
+    cal = (len(prof["kappas"]) + 1) * prof["n_calibration"] * prof["calibration_repeats"]
+    main = 2 * prof["max_test"] * prof["n_repeats"]
+    abl = 5 * prof["max_test"] * prof["ablation_repeats"]
+    grid = (len(KAPPA_FACTORS) * len(ETAS) + 1) * prof["grid_images"] * prof["grid_repeats"]
+    return {"tokens": 7 * dec, "z": zs}, {"calibration": cal, "main": main, "ablations": abl, "grid": grid}
+
+
+def decoder_rate(kind, cfg, n, V=4717, seed=0):
+    from neurodecode.shared_training import train_decoder
+    rng = np.random.default_rng(seed)
+    shape = (77, 64) if kind == "tokens" else (8, 16, 16)
+    t = rng.standard_normal((400,) + shape).astype(np.float16)
+    X, R = {1: rng.standard_normal((n, V)).astype(np.float32)}, {1: rng.integers(0, 400, n)}
+    t0 = time.time()
+    train_decoder(X, R, t, "c" if kind == "tokens" else "z", kind, config={**cfg, "epochs": 2}, cache=False,
+                  device="cpu", quiet=True)
+    return 2 * n / (time.time() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 1)))
+    from guidance import random_standin
+    from neurodecode.guidance import clip_features, guided_reconstruct
+    from neurodecode.nd_experiment import ND_PROFILES
+    prof = ND_PROFILES["default"]
+    samples, images = work(prof)
+    n = 600 if a.quick else 3150
+    rate = {"tokens": decoder_rate("tokens", prof["decoder_config"], n), "z": decoder_rate("z", prof["z_config"], n)}
+    model, vis = random_standin()
+    phi = clip_features(vis, size=None)
+    N, Rr = (1, 2) if a.quick else (2, 5)
+    g = torch.Generator().manual_seed(0)
+    z, c = torch.randn(N, 8, 16, 16, generator=g), torch.randn(N, 77, 64, generator=g)
+    with torch.no_grad():
+        tg = [f.numpy() for f in phi(torch.rand(N, 3, 64, 64, generator=g))]
+    t0 = time.time()
+    guided_reconstruct(model, z, c, tg, phi, kappa=1e3, eta=0.2, steps=50, n_repeats=Rr, output="uint8", quiet=True)
+    per = (time.time() - t0) / (N * Rr)
+    load = os.getloadavg()[0]
+    print(f"load average {load:.1f} on {os.cpu_count()} CPUs; 1 thread")
+    print(f"decoder throughput: tokens {rate['tokens']:.0f} samples/s, z {rate['z']:.0f} samples/s")
+    print(f"generation: {per:.2f} s per guided image-repeat (50 DDIM steps, eta .2, 5 repeats batched)")
+    t_dec = {k: samples[k] / rate[k] for k in samples}
+    t_gen = {k: v * per for k, v in images.items()}
+    for k, v in t_dec.items():
+        print(f"  decoders {k}: {samples[k]:,} samples -> {v / 60:.1f} min")
+    for k, v in t_gen.items():
+        print(f"  generation {k}: {images[k]} image-repeats -> {v / 60:.1f} min")
+    print(f"paper 2, subject 1, decoders + generation: {(sum(t_dec.values()) + sum(t_gen.values())) / 60:.1f} min "
+          "(plus the stand-ins' training and the metrics; see the docstring)")
+
+
+if __name__ == "__main__":
+    main()
