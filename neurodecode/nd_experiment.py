@@ -252,11 +252,10 @@ class NDExperiment:
     def provenance(self, parameters: dict, notes=()):
         "The provenance header of paper 2's tables and figures."
         from neurodecode.report import Provenance
-        w = {"stand-ins": self.targets["models"],
-             "generator": f"SD-like stand-in LDM (standin_ldm, UNet trained on {self.ldm.train_log.get('n_images')} "
-                          "simulated scenes)"}
         n = list(self.notes) + list(notes) + [
+            "models: " + self.targets["models"] + f"; generator: the SD-like stand-in LDM (standin_ldm, UNet trained "
+            f"on {self.ldm.train_log.get('n_images')} simulated scenes), not SD-1.4",
             f"NeuralDiffuser on stand-ins: kappa* = {self.kappa_star:g} (calibrated on training images at eta .2); "
             f"{self.prof['steps']} DDIM steps, strength .75, metrics on repeat 0 of {self.prof['n_repeats']}",
             "metrics under paper names are NaN without their weights; `CLIP (sim)` uses the stand-in CLIP"]
-        return Provenance(self.source, self.subject, "mindeye2", dict(parameters), w, n)
+        return Provenance(self.source, self.subject, "mindeye2", dict(parameters), {}, n)
