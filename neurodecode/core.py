@@ -27,8 +27,8 @@ __all__ = ['DIR_ENV', 'DIR_ARG', 'PROGRESS_ENV', 'PARAMETER_CHECKS', 'check_choi
            'check_subject', 'Candidate', 'dir_candidates', 'resolve_dir', 'get_data_dir', 'get_weights_dir',
            'get_cache_dir', 'NotFoundError', 'find_file', 'seed_everything', 'make_rng', 'torch_generator',
            'resolve_device', 'in_test', 'progress', 'atomic_write', 'atomic_save', 'hash_obj', 'code_version',
-           'CorruptArtifactError', 'CacheWarning', 'ArtifactCache', 'git_commit', 'sha256_file', 'project_root',
-           'figures_dir', 'notebook_parameters']
+           'CorruptArtifactError', 'CacheWarning', 'ArtifactCache', 'git_commit', 'sha256_file', 'CheckpointError',
+           'load_state_dict_file', 'check_state_dict', 'project_root', 'figures_dir', 'notebook_parameters']
 
 # %% ../nbs/00_core.ipynb #fafcc790
 def _fmt_choices(choices: Sequence) -> str:
@@ -576,6 +576,69 @@ def git_commit(path: str | os.PathLike | None = None) -> str:
 def sha256_file(path: str | os.PathLike) -> str:
     "The sha256 hex digest of a file (weights provenance)."
     return _sha256_file(Path(path))
+
+# %% ../nbs/00_core.ipynb #fa8f9046
+class CheckpointError(RuntimeError):
+    "A weights file that exists but cannot be used: unreadable, the wrong kind of object, or keys that do not fit."
+
+
+def _first(keys, n: int) -> str:
+    keys = list(keys)
+    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+def load_state_dict_file(
+    path: str | os.PathLike,  # the checkpoint file
+    what: str,  # what it should be, e.g. "VDVAE ImageNet64 checkpoint"
+    fix: str,  # where the real file comes from
+    unwrap: Sequence[str] = ("state_dict", "model"),  # keys of a wrapper dict whose value is the state dict
+) -> dict:
+    "A state dict {name: tensor} read with `weights_only=True`; a `CheckpointError` naming the file and the fix otherwise."
+    import torch
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{what} {path} is empty (0 bytes; an interrupted download or copy?); expected a "
+                              f"PyTorch state dict. Fix: {fix}")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        why = f"{type(e).__name__}" + ("" if "weights_only" in str(e) else f": {str(e).splitlines()[0][:200]}")
+        raise CheckpointError(f"{what} {path} ({size:,} bytes) is not a PyTorch checkpoint of tensors ({why}); it is "
+                              f"damaged or another file. Fix: {fix}") from None  # not torch's unsafe advice
+    for k in unwrap:
+        if isinstance(sd, dict) and isinstance(sd.get(k), dict):
+            sd = sd[k]
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{what} {path} holds a {type(sd).__name__}; expected a state dict (a dict of parameter "
+                              f"name -> tensor). Fix: {fix}")
+    bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{what} {path} is a dict but {len(bad)} of its {len(sd)} entries are not name -> tensor "
+                              f"(first: {_first(map(repr, bad), 3)}); expected a state dict. Fix: {fix}")
+    return sd
+
+
+def check_state_dict(
+    model,  # the torch module the weights are for
+    sd: dict,  # the state dict read from `path`
+    path: str | os.PathLike,  # where it was read (for the message)
+    what: str,  # what it should be
+    fix: str,  # where the real file comes from
+    n_show: int = 5,  # how many keys of each kind the message shows
+):
+    "Raise a `CheckpointError` unless `sd` has exactly `model`'s keys and shapes: counted, the first `n_show` of each."
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = [f"{len(x)} {name}: {_first(x, n_show)}" for name, x in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches (file vs model)", shapes))
+                 if x]
+        raise CheckpointError(f"{what} {path} does not fit the model ({len(sd)} tensors in the file, {len(own)} in the "
+                              f"model): " + "; ".join(parts) + f". Is it the right file for this architecture? Fix: {fix}")
 
 # %% ../nbs/00_core.ipynb #ea49e9ea
 def project_root(path: str | os.PathLike | None = None) -> Path | None:
