@@ -689,9 +689,10 @@ def notebook_parameters(
 ) -> dict:
     "The notebook's parameters as a dict, after refusing unknown ones (a papermill typo) and checking shared values."
     acc = accepted.split() if isinstance(accepted, str) else list(accepted)
-    user = [k for k in namespace if not k.startswith("_") and k not in _IPYTHON_NAMES
-            and not inspect.ismodule(namespace[k])]
-    unknown = sorted(set(user) - set(acc))
+    user = [k for k, v in namespace.items() if not k.startswith("_") and k not in _IPYTHON_NAMES
+            and not (inspect.ismodule(v) or inspect.isroutine(v) or inspect.isclass(v))]  # papermill passes values
+    # only the first call in a kernel looks for unknown names: rerun in JupyterLab later, the cell sees later cells' names
+    unknown = [] if namespace.get("_notebook_parameters_checked") else sorted(set(user) - set(acc))
     if unknown:
         raise ValueError(f"unknown notebook parameter{'s' * (len(unknown) > 1)} {', '.join(unknown)}; this notebook "
                          f"accepts {', '.join(acc)}. Fix: correct the name after `-p` (papermill only logs names a "
@@ -700,4 +701,6 @@ def notebook_parameters(
     if missing:
         raise ValueError(f"accepted parameters {', '.join(missing)} are not defined by the parameters cell")
     cks = {**PARAMETER_CHECKS, **(checks or {})}
-    return {k: cks[k](namespace[k]) if k in cks else namespace[k] for k in acc}
+    out = {k: cks[k](namespace[k]) if k in cks else namespace[k] for k in acc}
+    namespace["_notebook_parameters_checked"] = True
+    return out

@@ -102,9 +102,37 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     cache = ArtifactCache(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         run(cache, die_at=7)
-    assert (tmp_path / "checkpoints" / "t" / "k.pt").exists()
+    assert cache.exists("checkpoints/t", "k")  # the step-6 checkpoint, sha256 in its manifest
     assert torch.equal(run(cache), ref)
-    assert not (tmp_path / "checkpoints" / "t" / "k.pt").exists()
+    assert not list((tmp_path / "checkpoints" / "t").glob("k.*"))
+
+
+def test_corrupt_training_checkpoint_restarts_with_one_warning(tmp_path):
+    "Same-size garbage in a real checkpoint: one CacheWarning naming it, training from step 0, the same result."
+    from neurodecode.core import CacheWarning
+
+    def run(cache, die_at=None):
+        torch.manual_seed(0)
+        m = torch.nn.Linear(4, 1)
+        opt = torch.optim.AdamW(m.parameters(), lr=0.1)
+        X = torch.randn(64, 4)
+
+        def loss_fn(step):
+            if die_at is not None and step == die_at:
+                raise KeyboardInterrupt
+            return ((m(X[:8]) - X[:8].sum(1, keepdim=True)) ** 2).mean()
+        _train_loop("t", "k", {"m": m}, opt, loss_fn, 10, 0.1, 2, cache, ckpt_every=3, quiet=True)
+        return m.weight.detach().clone()
+
+    ref = run(None)
+    cache = ArtifactCache(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run(cache, die_at=7)
+    f = cache.path("checkpoints/t", "k")
+    f.write_bytes(np.random.default_rng(0).bytes(f.stat().st_size))
+    with pytest.warns(CacheWarning, match=str(f)) as w:
+        got = run(cache)
+    assert torch.equal(got, ref) and len([x for x in w if x.category is CacheWarning]) == 1
 
 
 def test_from_pretrained_diffusers_layout(tmp_path):
