@@ -15,9 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .core import (ArtifactCache, CheckpointError, NotFoundError, atomic_save, check_array, check_choice,
-                              check_range, code_version,
-                              find_file, get_weights_dir, hash_obj, in_test, progress, resolve_device)
+from .core import (ArtifactCache, CacheWarning, CheckpointError, NotFoundError, atomic_save, check_array,
+                              check_choice, check_range, code_version, find_file, get_weights_dir, hash_obj, in_test,
+                              progress, resolve_device)
 
 # %% auto #0
 __all__ = ['NOISE_AMPLITUDES', 'CLIP_MEAN', 'CLIP_STD', 'CLIP_DIRNAME', 'VD_DIRNAME', 'TINY_CLIP_DEFAULTS', 'TINY_VD_DEFAULTS',
@@ -616,6 +616,21 @@ def random_tiny_vd(clip: ClipEncoder, seed: int = 0, device="cpu", image_size: i
                               clip.uncond_vision(), image_size=image_size, device=device, name="tiny-random")
 
 # %% ../nbs/03b_diffusion.ipynb #d0b2298d
+def _drop_corrupt_png(p: Path):
+    "Remove `p` with one `CacheWarning` naming it if PIL cannot verify it (PNG chunk CRCs, truncation)."
+    import warnings
+    from PIL import Image
+    if not p.exists():
+        return
+    try:
+        with Image.open(p) as im:
+            im.verify()
+    except Exception as e:
+        warnings.warn(f"neurodecode cache: reconstruction {p} is corrupt ({type(e).__name__}: {e}); making it again",
+                      CacheWarning, stacklevel=3)
+        p.unlink(missing_ok=True)
+
+
 def reconstruct_batch(
     pipe: VersatileDiffusion,  # the model (real VD or tiny)
     init_images,  # N x H x W x 3 uint8 initial images
@@ -644,6 +659,8 @@ def reconstruct_batch(
     out_dir.mkdir(parents=True, exist_ok=True)
     chunks = [list(range(a, min(a + bs, n))) for a in range(0, n, bs)][i_sh::n_sh]
     paths = [out_dir / f"{names[i]}.png" for c in chunks for i in c]
+    for p in paths:  # a damaged PNG (its chunk CRCs or zlib stream) warns once, is removed and made again
+        _drop_corrupt_png(p)
     todo = [c for c in chunks if not all((out_dir / f"{names[i]}.png").exists() for i in c)]
     bar = progress(total=sum(len(c) for c in chunks), desc=f"reconstruct {out_dir.name}", quiet=quiet,
                    initial=sum(len(c) for c in chunks) - sum(len(c) for c in todo))
