@@ -674,9 +674,26 @@ def _check_seed(v):
     return int(check_range("seed", v, 0, 2**32 - 1))
 
 
+def _check_subjects(v):
+    "`subjects` of a cross-subject notebook: NSD subjects 1..8 as a list or a space/comma-separated string."
+    items = str(v).replace(",", " ").split() if isinstance(v, str) else list(v) if isinstance(v, (list, tuple)) else [v]
+    out = []
+    for s in items:
+        try:
+            out.append(check_subject(int(s) if isinstance(s, str) and s.isdigit() else s))
+        except (TypeError, ValueError):
+            out = None
+            break
+    if not out:
+        raise ValueError(f"subjects must list NSD subjects 1..8, e.g. \"1 2 5 7\" (papermill: `-p subjects \"1 2 5 7\"`); "
+                         f"got {v!r}")
+    return out
+
+
 #: checks of the parameters that the paper notebooks share
 PARAMETER_CHECKS = {
     "subject": check_subject,
+    "subjects": _check_subjects,
     "n_latent_layers": lambda v: check_choice("n_latent_layers", v, (15, 31)),
     "seed": _check_seed,
 }
