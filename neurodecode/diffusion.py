@@ -515,8 +515,11 @@ class VersatileDiffusion:
                                 dtype=dtype)
         vae = _pretrained(AutoencoderKL, root / "vae", "Versatile Diffusion VAE", _VD_FIX, dtype=dtype)
         import json
-        sched = ddim_scheduler(json.loads((root / "scheduler" / "scheduler_config.json").read_text())
-                               if (root / "scheduler" / "scheduler_config.json").exists() else None)
+        sc = root / "scheduler" / "scheduler_config.json"
+        try:
+            sched = ddim_scheduler(json.loads(sc.read_text()) if sc.exists() else None)
+        except ValueError as e:  # JSONDecodeError, or a config with the wrong values
+            raise CheckpointError(f"{sc} cannot be used ({type(e).__name__}: {e}). Fix: {_VD_FIX}") from e
         clip = clip or load_clip(root, device=dev, dtype=dtype)
         ut, uv = clip.uncond_text(), clip.uncond_vision()
         unet = to_dual_guided(image_unet, text_unet, text_tokens=ut.shape[0], vision_tokens=uv.shape[0])

@@ -179,3 +179,15 @@ def test_from_pretrained_diffusers_layout(tmp_path):
     # the unconditional text input is CLIP's embedding of '' tokenised with EOS padding
     ids = OpenAIBPETokenizer()([""])
     assert ids[0, 0] == 49406 and (ids[0, 1:] == 49407).all()
+    # issue 20: damaged files in the folder name themselves and where the real weights come from
+    from neurodecode.core import CheckpointError
+    sc = root / "scheduler" / "scheduler_config.json"
+    sc.write_text(sc.read_text()[:40])  # truncated JSON
+    with pytest.raises(CheckpointError, match="scheduler_config.json cannot be used") as e:
+        VersatileDiffusion.from_pretrained(root, device="cpu")
+    assert str(sc) in str(e.value) and "shi-labs/versatile-diffusion" in str(e.value)
+    (f,) = (root / "vae").glob("*.safetensors")
+    f.write_bytes(np.random.default_rng(0).bytes(f.stat().st_size))
+    with pytest.raises(CheckpointError, match="Versatile Diffusion VAE in") as e:
+        VersatileDiffusion.from_pretrained(root, device="cpu")
+    assert str(root / "vae") in str(e.value)
