@@ -14,6 +14,7 @@ import re
 import subprocess
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,12 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['DIR_ENV', 'DIR_ARG', 'PROGRESS_ENV', 'check_choice', 'check_range', 'check_array', 'Candidate', 'dir_candidates',
-           'resolve_dir', 'get_data_dir', 'get_weights_dir', 'get_cache_dir', 'NotFoundError', 'find_file',
-           'seed_everything', 'make_rng', 'torch_generator', 'resolve_device', 'in_test', 'progress', 'atomic_write',
-           'atomic_save', 'hash_obj', 'code_version', 'ArtifactCache', 'git_commit', 'sha256_file', 'project_root',
-           'figures_dir']
+__all__ = ['DIR_ENV', 'DIR_ARG', 'PROGRESS_ENV', 'PARAMETER_CHECKS', 'check_choice', 'check_range', 'check_array',
+           'check_subject', 'Candidate', 'dir_candidates', 'resolve_dir', 'get_data_dir', 'get_weights_dir',
+           'get_cache_dir', 'NotFoundError', 'find_file', 'seed_everything', 'make_rng', 'torch_generator',
+           'resolve_device', 'in_test', 'progress', 'atomic_write', 'atomic_save', 'hash_obj', 'code_version',
+           'CorruptArtifactError', 'CacheWarning', 'ArtifactCache', 'git_commit', 'sha256_file', 'CheckpointError',
+           'load_state_dict_file', 'check_state_dict', 'project_root', 'figures_dir', 'notebook_parameters']
 
 # %% ../nbs/00_core.ipynb #fafcc790
 def _fmt_choices(choices: Sequence) -> str:
@@ -76,6 +78,23 @@ def check_array(
     if finite and a.dtype.kind in "fc" and not np.isfinite(a).all():
         raise ValueError(f"{name} contains {int((~np.isfinite(a)).sum())} NaN or infinite values")
     return a
+
+
+def check_subject(
+    subject,  # an NSD subject number: an int 1..8 (numpy integers too; not bool, float or str)
+    name: str = "subject",  # the argument's name in messages
+) -> int:
+    "Return `subject` as an `int` if it is an NSD subject 1..8; else an error that says the fix (papermill: `-p`, not `-r`)."
+    ok_type = isinstance(subject, (int, np.integer)) and not isinstance(subject, (bool, np.bool_))
+    if not ok_type:
+        s = str(subject).strip()
+        num = s if s.isdigit() else (str(int(subject)) if isinstance(subject, float) and subject.is_integer() else "1")
+        how = (f" With papermill pass `-p {name} {num}` (`-r` passes the text {s!r})." if isinstance(subject, str)
+               else "")
+        raise TypeError(f"{name} must be an int 1..8; got {subject!r} ({type(subject).__name__}). "
+                        f"Fix: {name}={num}.{how}")
+    return int(check_choice(name, int(subject), range(1, 9)))
+
 
 # %% ../nbs/00_core.ipynb #674c1371
 DIR_ENV = {"data": "NEURODECODE_DATA", "weights": "NEURODECODE_WEIGHTS", "cache": "NEURODECODE_CACHE"}
@@ -358,7 +377,7 @@ def _load(path: Path, fmt: str):
             return {k: z[k] for k in z.files}
     if fmt == "pt":
         import torch
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)  # our own artifact, its content hash checked
     if fmt == "json":
         return json.loads(path.read_text())
     import pickle
@@ -376,16 +395,32 @@ def _json_default(o):
     return repr(o)
 
 
+class CorruptArtifactError(RuntimeError):
+    "A cached artifact whose content does not match its manifest, or that cannot be read. `path` is the bad file."
+    def __init__(self, message: str, path: Path | None = None, reason: str = ""):
+        super().__init__(message)
+        self.path, self.reason = path, reason
+
+
+class CacheWarning(UserWarning):
+    "A cached artifact was corrupt and is recomputed."
+
+
+_MISSING = object()
+
+
 class ArtifactCache:
-    "Stage outputs keyed by a hash of inputs, parameters and code version; atomic writes with a manifest."
+    "Stage outputs keyed by a hash of inputs, parameters and code version; atomic writes, a manifest, verified reads."
 
     def __init__(
         self,
         root: str | os.PathLike | None = None,  # cache directory; default `get_cache_dir()`
-        verify: str = "size",  # "size" (fast) or "sha256" (reads the file) when checking an artifact is complete
+        verify: str = "content",  # "content": check each artifact's sha256 when it is read (default); "size": size only
     ):
         self.root = get_cache_dir(root)
-        self.verify = check_choice("verify", verify, ("size", "sha256"))
+        verify = "content" if verify == "sha256" else verify  # "sha256": the earlier name of "content"
+        self.verify = check_choice("verify", verify, ("content", "size"))
+        self._verified = {}  # (path, size, mtime, ctime, inode) -> sha256 of files hashed by this instance
 
     def __repr__(self):
         return f"ArtifactCache({str(self.root)!r})"
@@ -401,26 +436,55 @@ class ArtifactCache:
         ext = "data.json" if fmt == "json" else fmt
         return f"{key}.{ext}", f"{key}.1.{ext}"
 
-    def manifest(self, stage: str, key: str) -> dict | None:
-        "The manifest of a complete artifact, or None if it is absent or incomplete."
-        d = self.root / stage
+    def _read_manifest(self, stage: str, key: str) -> dict | None:
         try:
-            m = json.loads((d / f"{key}.json").read_text())
-        except (json.JSONDecodeError, OSError):
+            m = json.loads((self.root / stage / f"{key}.json").read_text())
+        except (ValueError, OSError):
             return None
         fmt = m.get("format") if isinstance(m, dict) else None
-        if fmt not in self._FORMATS or m.get("file") not in self._data_names(key, fmt):
+        return m if fmt in self._FORMATS and m.get("file") in self._data_names(key, fmt) else None
+
+    def manifest(self, stage: str, key: str) -> dict | None:
+        "The manifest of a complete artifact (data file present, size as recorded), or None. Does not read the data."
+        m = self._read_manifest(stage, key)
+        if m is None:
             return None
-        data = d / m["file"]
-        if not data.exists() or m.get("size") != data.stat().st_size:
-            return None
-        if self.verify == "sha256" and m.get("sha256") != _sha256_file(data):
-            return None
-        return m
+        data = self.root / stage / m["file"]
+        return m if data.exists() and m.get("size") == data.stat().st_size else None
+
+    def _sha256(self, path: Path) -> str:
+        st = path.stat()
+        k = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        if k not in self._verified:
+            self._verified[k] = _sha256_file(path)
+        return self._verified[k]
+
+    def check(self, stage: str, key: str) -> tuple[str, dict | None, str]:
+        "`('absent' | 'ok' | 'corrupt', manifest, why)`: is the artifact there, and does its content match its manifest?"
+        mp = self.root / stage / f"{key}.json"
+        if not mp.exists():
+            return "absent", None, ""  # also a write killed before its manifest: recomputed silently
+        m = self._read_manifest(stage, key)
+        if m is None:
+            return "corrupt", None, f"its manifest {mp} cannot be read or names no data file"
+        data = self.root / stage / m["file"]
+        if not data.exists():
+            return "corrupt", m, f"{data} is missing (its manifest {mp.name} is there)"
+        if m.get("size") != (size := data.stat().st_size):
+            return "corrupt", m, f"{data} has {size:,} bytes, its manifest says {m.get('size')!r} (truncated or replaced)"
+        if self.verify == "content":
+            if not m.get("sha256"):
+                return "corrupt", m, f"{data} cannot be verified: its manifest has no sha256 (not written by ArtifactCache)"
+            if (got := self._sha256(data)) != m["sha256"]:
+                return "corrupt", m, f"{data} does not match its manifest's sha256 ({got[:12]}... vs {m['sha256'][:12]}...)"
+        return "ok", m, ""
 
     def exists(self, stage: str, key: str) -> bool:
-        "True when a complete artifact (data and matching manifest) is present."
-        return self.manifest(stage, key) is not None
+        "True when a complete artifact is present and (with `verify='content'`) its content matches its sha256."
+        status, m, why = self.check(stage, key)
+        if status == "corrupt":
+            warnings.warn(f"neurodecode cache: {why}; treated as absent, so it is recomputed", CacheWarning, stacklevel=2)
+        return status == "ok"
 
     def path(self, stage: str, key: str) -> Path | None:
         "The data file of a complete artifact, else None."
@@ -440,7 +504,7 @@ class ArtifactCache:
         data = d / (names[1] if old is not None and old["file"] == names[0] else names[0])
         atomic_save(data, lambda t: _dump(obj, t, fmt))
         m = {"stage": stage, "key": key, "what": what or stage, "file": data.name, "format": fmt,
-             "size": data.stat().st_size, "sha256": _sha256_file(data),
+             "size": data.stat().st_size, "sha256": self._sha256(data),
              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "params": params or {}}
         with atomic_write(d / f"{key}.json", "w") as f:
             json.dump(m, f, indent=1, default=_json_default)
@@ -449,18 +513,36 @@ class ArtifactCache:
         return data
 
     def load(self, stage: str, key: str):
-        "Load a complete artifact; a missing or incomplete one raises `KeyError`."
-        m = self.manifest(stage, key)
-        if m is None:
+        "Load a verified artifact: a missing one raises `KeyError`, a corrupt or unreadable one `CorruptArtifactError`."
+        status, m, why = self.check(stage, key)
+        if status == "absent":
             raise KeyError(f"no complete artifact {stage}/{key} in {self.root}")
-        return _load(self.root / stage / m["file"], m["format"])
+        path = self.root / stage / (m or {}).get("file", f"{key}.json")
+        if status == "ok":
+            try:
+                return _load(path, m["format"])
+            except Exception as e:  # garbage behind a matching hash (a manifest written by hand), a missing class...
+                why = f"{path} cannot be read as .{m['format']} ({type(e).__name__}: {e})"
+        raise CorruptArtifactError(
+            f"corrupt cached artifact: {why}.\nFix: delete {self.root / stage / key}.* (the stage then recomputes it, "
+            f"or call `cached(..., refresh=True)`); if this recurs, check the disk holding {self.root}", path, why)
+
+    def get(self, stage: str, key: str, default=None, what: str = ""):
+        "The verified artifact, or `default` if it is absent; a corrupt one gives one `CacheWarning` naming the file."
+        try:
+            return self.load(stage, key)
+        except CorruptArtifactError as e:
+            warnings.warn(f"neurodecode cache: {e.reason}; recomputing {what or stage}", CacheWarning, stacklevel=2)
+        except KeyError:
+            pass
+        return default
 
     def cached(self, stage: str, fn: Callable[[], Any], params: dict | None = None, inputs=None,
                code: str | None = None, fmt: str = "pkl", what: str = "", refresh: bool = False):
-        "Return the cached result of `fn()` for this stage/params/inputs/code, computing and saving it if absent."
+        "Return the cached result of `fn()` for this stage/params/inputs/code, computing and saving it if absent or corrupt."
         key = self.key(stage, params, inputs, code)
-        if not refresh and self.exists(stage, key):
-            return self.load(stage, key)
+        if not refresh and (out := self.get(stage, key, _MISSING, what=what)) is not _MISSING:
+            return out
         out = fn()
         self.save(stage, key, out, fmt=fmt, params=params, what=what)
         return out
@@ -495,6 +577,69 @@ def sha256_file(path: str | os.PathLike) -> str:
     "The sha256 hex digest of a file (weights provenance)."
     return _sha256_file(Path(path))
 
+# %% ../nbs/00_core.ipynb #fa8f9046
+class CheckpointError(RuntimeError):
+    "A weights file that exists but cannot be used: unreadable, the wrong kind of object, or keys that do not fit."
+
+
+def _first(keys, n: int) -> str:
+    keys = list(keys)
+    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+def load_state_dict_file(
+    path: str | os.PathLike,  # the checkpoint file
+    what: str,  # what it should be, e.g. "VDVAE ImageNet64 checkpoint"
+    fix: str,  # where the real file comes from
+    unwrap: Sequence[str] = ("state_dict", "model"),  # keys of a wrapper dict whose value is the state dict
+) -> dict:
+    "A state dict {name: tensor} read with `weights_only=True`; a `CheckpointError` naming the file and the fix otherwise."
+    import torch
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{what} {path} is empty (0 bytes; an interrupted download or copy?); expected a "
+                              f"PyTorch state dict. Fix: {fix}")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        why = f"{type(e).__name__}" + ("" if "weights_only" in str(e) else f": {str(e).splitlines()[0][:200]}")
+        raise CheckpointError(f"{what} {path} ({size:,} bytes) is not a PyTorch checkpoint of tensors ({why}); it is "
+                              f"damaged or another file. Fix: {fix}") from None  # not torch's unsafe advice
+    for k in unwrap:
+        if isinstance(sd, dict) and isinstance(sd.get(k), dict):
+            sd = sd[k]
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{what} {path} holds a {type(sd).__name__}; expected a state dict (a dict of parameter "
+                              f"name -> tensor). Fix: {fix}")
+    bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{what} {path} is a dict but {len(bad)} of its {len(sd)} entries are not name -> tensor "
+                              f"(first: {_first(map(repr, bad), 3)}); expected a state dict. Fix: {fix}")
+    return sd
+
+
+def check_state_dict(
+    model,  # the torch module the weights are for
+    sd: dict,  # the state dict read from `path`
+    path: str | os.PathLike,  # where it was read (for the message)
+    what: str,  # what it should be
+    fix: str,  # where the real file comes from
+    n_show: int = 5,  # how many keys of each kind the message shows
+):
+    "Raise a `CheckpointError` unless `sd` has exactly `model`'s keys and shapes: counted, the first `n_show` of each."
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = [f"{len(x)} {name}: {_first(x, n_show)}" for name, x in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches (file vs model)", shapes))
+                 if x]
+        raise CheckpointError(f"{what} {path} does not fit the model ({len(sd)} tensors in the file, {len(own)} in the "
+                              f"model): " + "; ".join(parts) + f". Is it the right file for this architecture? Fix: {fix}")
+
 # %% ../nbs/00_core.ipynb #ea49e9ea
 def project_root(path: str | os.PathLike | None = None) -> Path | None:
     "The neurodecode checkout holding `path` (default: this package): the folder with its settings.ini and nbs/; None outside one."
@@ -518,3 +663,61 @@ def figures_dir(
         return Path(out_dir).expanduser().resolve()
     root = project_root()
     return (root / "figures") if root is not None else (Path.cwd() / "figures").resolve()
+
+# %% ../nbs/00_core.ipynb #2bf5c145
+_IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+
+
+def _check_seed(v):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"seed must be an int >= 0; got {v!r} ({type(v).__name__}). With papermill pass `-p seed 0`")
+    return int(check_range("seed", v, 0, 2**32 - 1))
+
+
+def _check_subjects(v):
+    "`subjects` of a cross-subject notebook: NSD subjects 1..8 as a list or a space/comma-separated string."
+    items = str(v).replace(",", " ").split() if isinstance(v, str) else list(v) if isinstance(v, (list, tuple)) else [v]
+    out = []
+    for s in items:
+        try:
+            out.append(check_subject(int(s) if isinstance(s, str) and s.isdigit() else s))
+        except (TypeError, ValueError):
+            out = None
+            break
+    if not out:
+        raise ValueError(f"subjects must list NSD subjects 1..8, e.g. \"1 2 5 7\" (papermill: `-p subjects \"1 2 5 7\"`); "
+                         f"got {v!r}")
+    return out
+
+
+#: checks of the parameters that the paper notebooks share
+PARAMETER_CHECKS = {
+    "subject": check_subject,
+    "subjects": _check_subjects,
+    "n_latent_layers": lambda v: check_choice("n_latent_layers", v, (15, 31)),
+    "seed": _check_seed,
+}
+
+
+def notebook_parameters(
+    namespace: dict,  # the notebook's `globals()`
+    accepted: str | Sequence[str],  # the names its `parameters` cell defines (a list, or one space-separated string)
+    checks: dict | None = None,  # extra {name: check(value) -> value}, beside `PARAMETER_CHECKS`
+) -> dict:
+    "The notebook's parameters as a dict, after refusing unknown ones (a papermill typo) and checking shared values."
+    acc = accepted.split() if isinstance(accepted, str) else list(accepted)
+    user = [k for k, v in namespace.items() if not k.startswith("_") and k not in _IPYTHON_NAMES
+            and not (inspect.ismodule(v) or inspect.isroutine(v) or inspect.isclass(v))]  # papermill passes values
+    # only the first call in a kernel looks for unknown names: rerun in JupyterLab later, the cell sees later cells' names
+    unknown = [] if namespace.get("_notebook_parameters_checked") else sorted(set(user) - set(acc))
+    if unknown:
+        raise ValueError(f"unknown notebook parameter{'s' * (len(unknown) > 1)} {', '.join(unknown)}; this notebook "
+                         f"accepts {', '.join(acc)}. Fix: correct the name after `-p` (papermill only logs names a "
+                         f"notebook does not define and would run the defaults)")
+    missing = [k for k in acc if k not in namespace]
+    if missing:
+        raise ValueError(f"accepted parameters {', '.join(missing)} are not defined by the parameters cell")
+    cks = {**PARAMETER_CHECKS, **(checks or {})}
+    out = {k: cks[k](namespace[k]) if k in cks else namespace[k] for k in acc}
+    namespace["_notebook_parameters_checked"] = True
+    return out

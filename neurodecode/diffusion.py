@@ -15,8 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .core import (ArtifactCache, NotFoundError, atomic_save, check_array, check_choice, check_range,
-                              code_version, find_file, get_weights_dir, hash_obj, in_test, progress, resolve_device)
+from .core import (ArtifactCache, CacheWarning, CheckpointError, NotFoundError, atomic_save, check_array,
+                              check_choice, check_range, code_version, find_file, get_weights_dir, hash_obj, in_test,
+                              progress, resolve_device)
 
 # %% auto #0
 __all__ = ['NOISE_AMPLITUDES', 'CLIP_MEAN', 'CLIP_STD', 'CLIP_DIRNAME', 'VD_DIRNAME', 'TINY_CLIP_DEFAULTS', 'TINY_VD_DEFAULTS',
@@ -262,6 +263,17 @@ def _clip_dirs(root: Path):
     return None
 
 
+def _pretrained(cls, folder: Path, what: str, fix: str, **kw):
+    "`cls.from_pretrained(folder)`; an unreadable or mismatched file raises a `CheckpointError` naming the folder and fix."
+    try:
+        return cls.from_pretrained(str(folder), **kw)
+    except Exception as e:
+        msg = " ".join(str(e).split())[:400]
+        raise CheckpointError(f"{what} in {folder} cannot be loaded by {cls.__name__}.from_pretrained "
+                              f"({type(e).__name__}: {msg}); a file there is damaged or from another model. "
+                              f"Fix: {fix}") from e
+
+
 def load_clip(weights_dir: str | os.PathLike | None = None, device="auto", dtype=None) -> ClipEncoder:
     "The real CLIP ViT-L/14 (transformers format) from the weights directory; a clear error if it is missing."
     import torch
@@ -279,8 +291,8 @@ def load_clip(weights_dir: str | os.PathLike | None = None, device="auto", dtype
                             + f"\n(weights directory from {src})\nFix: {_CLIP_FIX}")
     dev = resolve_device(device)
     dtype = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
-    text = CLIPTextModelWithProjection.from_pretrained(str(dirs[0]), dtype=dtype)
-    vision = CLIPVisionModelWithProjection.from_pretrained(str(dirs[1]), dtype=dtype)
+    text = _pretrained(CLIPTextModelWithProjection, dirs[0], "CLIP ViT-L/14 text encoder", _CLIP_FIX, dtype=dtype)
+    vision = _pretrained(CLIPVisionModelWithProjection, dirs[1], "CLIP ViT-L/14 vision encoder", _CLIP_FIX, dtype=dtype)
     files = sorted(p for d in {dirs[0], dirs[1]} for p in d.iterdir() if p.is_file())
     return ClipEncoder(text, vision, OpenAIBPETokenizer(dirs[2]), image_size=vision.config.image_size,
                        resize_to=512, device=dev, name=f"clip:{root.name}", fingerprint=hash_obj(files))
@@ -497,12 +509,17 @@ class VersatileDiffusion:
                                 f"\nFix: {_VD_FIX}")
         dev = resolve_device(device)
         dtype = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
-        image_unet = UNet2DConditionModel.from_pretrained(str(root / "image_unet"), dtype=dtype)
-        text_unet = UNetFlatConditionModel.from_pretrained(str(root / "text_unet"), dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(str(root / "vae"), dtype=dtype)
+        image_unet = _pretrained(UNet2DConditionModel, root / "image_unet", "Versatile Diffusion image UNet", _VD_FIX,
+                                 dtype=dtype)
+        text_unet = _pretrained(UNetFlatConditionModel, root / "text_unet", "Versatile Diffusion text UNet", _VD_FIX,
+                                dtype=dtype)
+        vae = _pretrained(AutoencoderKL, root / "vae", "Versatile Diffusion VAE", _VD_FIX, dtype=dtype)
         import json
-        sched = ddim_scheduler(json.loads((root / "scheduler" / "scheduler_config.json").read_text())
-                               if (root / "scheduler" / "scheduler_config.json").exists() else None)
+        sc = root / "scheduler" / "scheduler_config.json"
+        try:
+            sched = ddim_scheduler(json.loads(sc.read_text()) if sc.exists() else None)
+        except ValueError as e:  # JSONDecodeError, or a config with the wrong values
+            raise CheckpointError(f"{sc} cannot be used ({type(e).__name__}: {e}). Fix: {_VD_FIX}") from e
         clip = clip or load_clip(root, device=dev, dtype=dtype)
         ut, uv = clip.uncond_text(), clip.uncond_vision()
         unet = to_dual_guided(image_unet, text_unet, text_tokens=ut.shape[0], vision_tokens=uv.shape[0])
@@ -602,6 +619,21 @@ def random_tiny_vd(clip: ClipEncoder, seed: int = 0, device="cpu", image_size: i
                               clip.uncond_vision(), image_size=image_size, device=device, name="tiny-random")
 
 # %% ../nbs/03b_diffusion.ipynb #d0b2298d
+def _drop_corrupt_png(p: Path):
+    "Remove `p` with one `CacheWarning` naming it if PIL cannot verify it (PNG chunk CRCs, truncation)."
+    import warnings
+    from PIL import Image
+    if not p.exists():
+        return
+    try:
+        with Image.open(p) as im:
+            im.verify()
+    except Exception as e:
+        warnings.warn(f"neurodecode cache: reconstruction {p} is corrupt ({type(e).__name__}: {e}); making it again",
+                      CacheWarning, stacklevel=3)
+        p.unlink(missing_ok=True)
+
+
 def reconstruct_batch(
     pipe: VersatileDiffusion,  # the model (real VD or tiny)
     init_images,  # N x H x W x 3 uint8 initial images
@@ -630,6 +662,8 @@ def reconstruct_batch(
     out_dir.mkdir(parents=True, exist_ok=True)
     chunks = [list(range(a, min(a + bs, n))) for a in range(0, n, bs)][i_sh::n_sh]
     paths = [out_dir / f"{names[i]}.png" for c in chunks for i in c]
+    for p in paths:  # a damaged PNG (its chunk CRCs or zlib stream) warns once, is removed and made again
+        _drop_corrupt_png(p)
     todo = [c for c in chunks if not all((out_dir / f"{names[i]}.png").exists() for i in c)]
     bar = progress(total=sum(len(c) for c in chunks), desc=f"reconstruct {out_dir.name}", quiet=quiet,
                    initial=sum(len(c) for c in chunks) - sum(len(c) for c in todo))
@@ -668,11 +702,10 @@ def _lr(step: int, n: int, lr: float, warmup: int) -> float:
 def _train_loop(name: str, key: str, modules: dict, opt, loss_fn, n_steps: int, lr: float, warmup: int,
                 cache: ArtifactCache | None, ckpt_every: int = 100, quiet=None) -> list[float]:
     "Run `loss_fn(step)` for `n_steps` AdamW steps with checkpoints under `<cache>/checkpoints/<name>/` to resume."
-    import torch
-    ck = None if cache is None else cache.root / "checkpoints" / name / f"{key}.pt"
+    stage = f"checkpoints/{name}"  # an ArtifactCache stage: sha256-verified; a corrupt checkpoint warns and restarts
     start, losses = 0, []
-    if ck is not None and ck.exists():
-        st = torch.load(ck, map_location="cpu", weights_only=False)
+    st = None if cache is None else cache.get(stage, key, what=f"{name} training from step 0")
+    if st is not None:
         for k, m in modules.items():
             m.load_state_dict(st[k])
         opt.load_state_dict(st["opt"])
@@ -688,12 +721,13 @@ def _train_loop(name: str, key: str, modules: dict, opt, loss_fn, n_steps: int, 
         losses.append(loss.item())
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        if ck is not None and (step + 1) % ckpt_every == 0 and step + 1 < n_steps:
+        if cache is not None and (step + 1) % ckpt_every == 0 and step + 1 < n_steps:
             st = {k: m.state_dict() for k, m in modules.items()} | {"opt": opt.state_dict(), "step": step + 1,
                                                                      "losses": losses}
-            atomic_save(ck, lambda t: torch.save(st, t))
-    if ck is not None:
-        ck.unlink(missing_ok=True)
+            cache.save(stage, key, st, fmt="pt", what=f"{name} training checkpoint")
+    if cache is not None:  # finished: the caller caches the trained model, the checkpoint goes
+        for p in (cache.root / stage).glob(f"{key}.*"):
+            p.unlink(missing_ok=True)
     return losses
 
 

@@ -450,7 +450,10 @@ def build_network(
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise WeightsError(f"could not read {path} as a PyTorch state dict: {e}") from e
+            why = type(e).__name__ + ("" if "weights_only" in str(e) else f": {str(e).splitlines()[0][:200]}")
+            raise WeightsError(f"could not read {path} ({path.stat().st_size:,} bytes) as a PyTorch state dict ({why}); it "
+                               f"is damaged or another file. Fix: download {NETWORKS[network].url.format(file=path.name)} "
+                               f"again into {path.parent}") from None  # never torch's advice to load unsafely
         if network == "swav":  # as facebookresearch/swav hubconf.py: strip `module.`, strict=False
             sd = sd.get("state_dict", sd)
             sd = {k.replace("module.", ""): v for k, v in sd.items()}

@@ -127,10 +127,14 @@ class Experiment:
         protocol: str = "brain-diffuser",  # data protocol of `nsd.load_subject`
         cache=None,  # cache directory or ArtifactCache; default `get_cache_dir()/"experiments"`
     ):
-        check_range("subject", subject, 1, 8)
+        from neurodecode import nsd
+        from neurodecode.core import check_subject
+        subject = check_subject(subject)  # an int 1..8, with the fix for a str/float/bool (papermill `-r`)
         check_choice("models", models, ("auto", "pretrained", "tiny"))
-        self.subject, self.seed, self.protocol = int(subject), int(seed), protocol
-        self.profile = get_profile(profile)
+        check_choice("protocol", protocol, tuple(nsd.PROTOCOLS))  # up front, not at the first stage
+        check_range("seed", seed, 0, 2**32 - 1)
+        self.subject, self.seed, self.protocol = subject, int(seed), protocol
+        self.profile = get_profile(profile)  # checks profile before any data is built
         self.device = resolve_device(device)
         self.ds = resolve_data(subject, data_dir, profile, seed)
         self.source = self.ds.source

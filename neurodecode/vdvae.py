@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import (ArtifactCache, NotFoundError, check_array, check_choice, check_range, code_version,
-                              find_file, hash_obj, in_test, progress as _progress, resolve_device, sha256_file)
+from .core import (ArtifactCache, NotFoundError, check_array, check_choice, check_range, check_state_dict,
+                              code_version, find_file, hash_obj, in_test, load_state_dict_file, progress as _progress,
+                              resolve_device, sha256_file)
 
 # %% auto #0
 __all__ = ['CONFIGS', 'VDVAE_FILE', 'VDVAE_URL', 'TRAIN_DEFAULTS', 'VDVAEConfig', 'parse_blocks', 'get_config', 'Block',
@@ -360,19 +361,18 @@ def load_vdvae(
     dtype=None,  # e.g. torch.float16 or torch.bfloat16 (CUDA); None keeps float32
     config: str | VDVAEConfig = "imagenet64",  # architecture of the checkpoint
 ) -> VDVAE:
-    "The official VDVAE ImageNet64 (EMA weights) as a `VDVAE`, in eval mode."
+    "The official VDVAE ImageNet64 (EMA weights) as a `VDVAE`, in eval mode; a damaged or wrong file names itself and the fix."
     fix = f"download {VDVAE_URL} (about 500 MB, as in brain-diffuser's README) into the weights directory"
     if path is None:
         path = find_file(VDVAE_FILE, "weights", explicit=weights_dir, what="VDVAE ImageNet64 checkpoint", fix=fix)
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"VDVAE checkpoint not found. Looked in:\n  - {path}\nFix: {fix}, or pass path=...")
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    for k in ("state_dict", "model"):
-        if isinstance(sd.get(k), dict):
-            sd = sd[k]
+    what = f"VDVAE checkpoint ({config if isinstance(config, str) else 'custom'} architecture)"
+    sd = load_state_dict_file(path, what, fix)  # weights_only=True; empty, random bytes, a list: named errors
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
     model = VDVAE(config)
+    check_state_dict(model, sd, path, what, fix)  # counted missing / unexpected keys, the first few of each
     model.load_state_dict(sd, strict=True)
     model.sha256, model.source = sha256_file(path), str(path)
     return model.to(resolve_device(device), dtype).eval()
@@ -587,8 +587,9 @@ def train_vdvae(
     inputs = hash_obj(images)
     final_key = store.key("vdvae_model", {**run, "steps": hp["steps"]}, inputs, code) if store else None
     model = VDVAE(cfg).to(dev)
-    if store and store.exists("vdvae_model", final_key):
-        model.load_state_dict(store.load("vdvae_model", final_key))
+    done = store.get("vdvae_model", final_key, what="the tiny VDVAE (training it again)") if store else None
+    if done is not None:  # a corrupt cached model warns once, naming its file, and is trained again
+        model.load_state_dict(done)
         return model.eval()
     if cached_only:
         return None
@@ -604,7 +605,7 @@ def train_vdvae(
     opt = torch.optim.AdamW([w], lr=hp["lr"], betas=(0.9, 0.9), weight_decay=hp["wd"])
     start, ckpt_key = 0, store.key("vdvae_ckpt", run, inputs, code) if store else None
     # one checkpoint per run: the cache keeps the previous one valid until a replacement is complete
-    c = store.load("vdvae_ckpt", ckpt_key) if store and store.exists("vdvae_ckpt", ckpt_key) else None
+    c = store.get("vdvae_ckpt", ckpt_key, what="the VDVAE training from step 0") if store else None
     if c is not None and c["step"] <= hp["steps"]:
         model.load_state_dict(c["model"]), ema.load_state_dict(c["ema"]), opt.load_state_dict(c["opt"])
         with torch.no_grad():
