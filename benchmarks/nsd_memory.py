@@ -1,6 +1,6 @@
 """Peak memory of `neurodecode.nsd.load_subject` for one subject at NSD's full size (issue 3: must stay under 3 GB).
 
-Builds a format-faithful random NSD tree (`nsd.write_random_nsd`): subject 1's func1pt8mm grid 81 x 104 x 83, an
+Builds a format-faithful random NSD tree (`nsd_write.write_random_nsd`): subject 1's func1pt8mm grid 81 x 104 x 83, an
 nsdgeneral of 15,724 voxels, a 40-session design of 750 trials (each of 10,000 images shown 3 times, 1,000 shared),
 betas HDF5 (int16 x 300, trials x Z x Y x X, compressed chunks so the zeros outside the mask cost little disk) for the
 37 sessions of the Brain-Diffuser protocol, a 73,000-row imgBrick of 425 px images (chunked; only the subject's rows written, so only they use disk)
@@ -31,7 +31,7 @@ def peak_kb():  # VmHWM: this process's own high-water mark (ru_maxrss keeps the
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.time()
-from neurodecode import nsd
+from neurodecode import nsd, nsd_write
 t_imp = peak_kb()
 sd = nsd.load_subject(1, sys.argv[1], cache_dir=sys.argv[2], quiet=True)
 x = float(sd.X_train[:, :10].sum()) + float(sd.images_test[:2].sum())  # touch the arrays
@@ -68,7 +68,7 @@ def main():
         sys.exit(f"not enough free disk under {base}: {free:.0f} GiB free, about {need + 5} GiB wanted")
     try:
         t0 = time.time()
-        root = nsd.write_random_nsd(base / "nsd", **cfg)
+        root = nsd_write.write_random_nsd(base / "nsd", **cfg)
         if not a.distinct_sessions:  # same bytes, every session still read in full: memory is what is measured
             for s in range(2, n_betas + 1):
                 (root / nsd.betas_file(1, s)).hardlink_to(root / nsd.betas_file(1, 1))

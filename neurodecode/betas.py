@@ -17,7 +17,9 @@ from typing import Sequence
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
-from .core import check_array, check_range, in_test, progress, resolve_device
+from .core import check_array, check_choice, check_range, in_test, progress, resolve_device
+from .nsd_layout import betas_file
+from .nsd_write import write_betas_session
 
 # %% auto #0
 __all__ = ['HRF_DT', 'SV_TOL', 'NSD_BETA_FOLDERS', 'load_glmsingle_hrf_library', 'spm_hrf', 'hrfs_at_tr', 'canonical_hrf',
@@ -860,8 +862,6 @@ def write_nsd_betas(
     import os
     import shutil
     import tempfile
-    from neurodecode.core import check_choice
-    from neurodecode.nsd import betas_file, write_betas_session
     check_choice("kind", kind, tuple(NSD_BETA_FOLDERS))
     mask = fit.mask if mask is None else mask
     if mask is None:

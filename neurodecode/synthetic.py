@@ -1019,7 +1019,7 @@ def _subject_scenes(design: dict, P: Profile, seed: int, subject: int) -> Scenes
 
 def _write_shared(root: Path, P: Profile, seed: int, quiet=None) -> dict:
     "Stimuli, captions, expdesign, stim info and scene graphs of the world (depend only on profile and seed)."
-    from neurodecode import nsd
+    from neurodecode import nsd_write
     design = make_design(P, seed)
     N = design["n_images_total"]
     images = np.empty((N, P.image_size, P.image_size, 3), np.uint8)
@@ -1030,11 +1030,11 @@ def _write_shared(root: Path, P: Profile, seed: int, quiet=None) -> dict:
         images[a:a + len(sc)] = sc.images
         captions += sc.captions; graphs += sc.graphs
     coco = COCO_ID_OFFSET + np.arange(N)
-    nsd.write_stimuli(root, images)
-    nsd.write_captions(root, {int(c): caps for c, caps in zip(coco, captions)}, "train2017")
-    p = nsd.write_expdesign(root, design["masterordering"], design["subjectim"], design["sharedix"], design["stimpattern"])
+    nsd_write.write_stimuli(root, images)
+    nsd_write.write_captions(root, {int(c): caps for c, caps in zip(coco, captions)}, "train2017")
+    p = nsd_write.write_expdesign(root, design["masterordering"], design["subjectim"], design["sharedix"], design["stimpattern"])
     _fix_mat_header(p)
-    nsd.write_stim_info(root, nsd.stim_info_table(design, coco, "train2017"))
+    nsd_write.write_stim_info(root, nsd_write.stim_info_table(design, coco, "train2017"))
     _write_json(root / "simulation" / "scene_graphs.json", graphs)
     lib = hrf_library()
     with atomic_write(root / "simulation" / "hrf_library.tsv", "w") as f:  # 501 x 20 at 0.1 s, like GLMsingle's
@@ -1072,7 +1072,7 @@ def _build_subject(root: Path, P: Profile, seed: int, subject: int, design: dict
                    quiet=None) -> None:
     "Write one subject's ROIs, time series, designs, betas and ground truth under `root` (a temporary root)."
     import h5py
-    from neurodecode import nsd
+    from neurodecode import nsd_write
     brain = make_brain(P, seed, subject)
     sc = _subject_scenes(design, P, seed, subject)
     A = brain_responses(brain, sc.images, sc.graphs)  # n_img x V
@@ -1082,7 +1082,7 @@ def _build_subject(root: Path, P: Profile, seed: int, subject: int, design: dict
     amps = A[col] + noise * (brain.gain * brain.trial_sd * brain.responsive)
     del noise
     for name, vol in _roi_volumes(brain).items():
-        nsd.write_roi(root, subject, name, vol)
+        nsd_write.write_roi(root, subject, name, vol)
     lib = hrf_library()
     tps = P.trials_per_session
     latents, fit_info = [], []
@@ -1101,13 +1101,13 @@ def _build_subject(root: Path, P: Profile, seed: int, subject: int, design: dict
             y = np.clip(np.round(sim.data[r]), -32768, 32767).astype(np.int16)
             vol = np.zeros(brain.shape + (P.n_volumes,), np.int16)
             vol[mask] = y
-            nsd.write_timeseries_run(root, subject, i + 1, r + 1, vol, tr=P.tr)
+            nsd_write.write_timeseries_run(root, subject, i + 1, r + 1, vol, tr=P.tr)
             dv = np.zeros(P.n_volumes, np.int64)
             dv[on[ri == r]] = nsd_ids[sl][ri == r] + 1
-            nsd.write_design_run(root, subject, i + 1, r + 1, dv)
+            nsd_write.write_design_run(root, subject, i + 1, r + 1, dv)
             runs.append(y.astype(np.float32)); dvecs.append(dv)
         B, info = _session_betas(runs, dvecs, sim, P, betas_method, device, seed, quiet)
-        nsd.write_betas_session(root, subject, i + 1, B.T, mask)
+        nsd_write.write_betas_session(root, subject, i + 1, B.T, mask)
         latents.append(np.stack(sim.noise["latents"])); fit_info.append(info)
         noise_params = {k: v for k, v in sim.noise.items() if k not in ("loadings", "latents", "baseline")}
         del sim, runs, B
