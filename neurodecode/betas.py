@@ -10,74 +10,21 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from scipy.interpolate import PchipInterpolator
 
 from .core import check_array, check_choice, check_range, in_test, progress, resolve_device
+from .hrf import canonical_hrf, default_hrf_library
 from .nsd_layout import betas_file
 from .nsd_write import write_betas_session
 
 # %% auto #0
-__all__ = ['HRF_DT', 'SV_TOL', 'NSD_BETA_FOLDERS', 'load_glmsingle_hrf_library', 'spm_hrf', 'hrfs_at_tr', 'canonical_hrf',
-           'default_hrf_library', 'Trials', 'parse_design', 'trial_design', 'poly_degree', 'poly_basis', 'orth_basis',
+__all__ = ['SV_TOL', 'NSD_BETA_FOLDERS', 'Trials', 'parse_design', 'trial_design', 'poly_degree', 'poly_basis', 'orth_basis',
            'run_svd', 'ols_map', 'ols_map_gram', 'xval_badness', 'Badness', 'select_n_pcs', 'fracridge_alphas',
            'tail_threshold', 'SingleTrialFit', 'fit_single_trial', 'voxel_correlation', 'repeat_pairs_first_second',
            'repeat_reliability', 'evaluate_betas', 'write_nsd_betas', 'glmsingle_betas']
-
-# %% ../nbs/02_betas.ipynb #28c818ff
-HRF_DT = 0.1  # sampling step (s) of GLMsingle's HRF library and canonical HRF
-
-
-def load_glmsingle_hrf_library() -> np.ndarray:
-    "GLMsingle's 20 impulse HRFs (501 samples at 0.1 s x 20), ordered by time-to-peak; shipped as package data."
-    path = resources.files("neurodecode") / "data" / "glmsingle_hrf_library.tsv"
-    with resources.as_file(path) as p:
-        if not Path(p).exists():
-            raise FileNotFoundError(f"GLMsingle HRF library not found at {p}; reinstall neurodecode "
-                                    "(`pip install -e .`), which ships neurodecode/data/*")
-        return np.loadtxt(p, delimiter="\t")
-
-# %% ../nbs/02_betas.ipynb #b8a793a2
-def spm_hrf(dt: float = HRF_DT, length: float = 32.0) -> np.ndarray:
-    "SPM's canonical double-gamma impulse HRF sampled every `dt` seconds for `length` seconds (unit sum)."
-    from scipy.stats import gamma
-    t = np.arange(0, length + dt / 2, dt)
-    h = gamma.pdf(t, 6) - gamma.pdf(t, 16) / 6
-    return h / h.sum()
-
-
-def hrfs_at_tr(
-    impulse: np.ndarray,  # (L,) or (L, H) impulse responses sampled every `dt` s
-    stimdur: float,  # trial duration (s)
-    tr: float,  # repetition time (s)
-    dt: float = HRF_DT,  # sampling step of `impulse` (s)
-) -> np.ndarray:
-    "Predicted response to one `stimdur` trial at the TR, each column scaled to peak 1 (L' x H), as GLMsingle does."
-    h = np.asarray(impulse, dtype=np.float64)
-    one = h.ndim == 1
-    h = h[:, None] if one else h
-    box = np.ones(max(1, int(round(stimdur / dt))))
-    conv = np.stack([np.convolve(h[:, j], box) for j in range(h.shape[1])], 1)
-    t_old = np.arange(conv.shape[0]) * dt
-    t_new = np.arange(0, t_old[-1] + 1e-9, tr)
-    out = PchipInterpolator(t_old, conv, axis=0)(t_new)
-    peak = np.abs(out).max(0)
-    out = out / np.where(peak > 0, out.max(0), 1)
-    return out[:, 0] if one else out
-
-
-def canonical_hrf(stimdur: float, tr: float) -> np.ndarray:
-    "The canonical (SPM) response to one `stimdur` trial at the TR, peak 1."
-    return hrfs_at_tr(spm_hrf(), stimdur, tr)
-
-
-def default_hrf_library(stimdur: float, tr: float) -> np.ndarray:
-    "GLMsingle's 20-HRF library as responses to one `stimdur` trial at the TR (L x 20), each peak 1."
-    return hrfs_at_tr(load_glmsingle_hrf_library(), stimdur, tr)
 
 # %% ../nbs/02_betas.ipynb #58537b78
 @dataclass
