@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -17,12 +17,17 @@ import pandas as pd
 
 from .core import (ArtifactCache, check_choice, check_range, code_version, get_cache_dir, get_weights_dir,
                               hash_obj, in_test, resolve_device)
+from . import diffusion, metrics, nsd, synthetic, vdvae
+from . import regressors as R
+from .networks import torch_threads
+from .report import Provenance
 
 # %% auto #0
-__all__ = ['PROFILES', 'STAGE1_MODELS', 'PRETRAIN_SEED', 'get_profile', 'DataSource', 'file_lock', 'resolve_data', 'Experiment']
+__all__ = ['RUN_PROFILES', 'STAGE1_MODELS', 'PRETRAIN_SEED', 'VDVAE_RIDGE_ALPHA', 'CLIP_RIDGE_ALPHAS', 'VAL_EVERY', 'run_profile',
+           'DataSource', 'file_lock', 'resolve_data', 'Experiment']
 
 # %% ../nbs/03r_pipeline.ipynb #cef554db
-PROFILES = {
+RUN_PROFILES = {
     "smoke": dict(pretrain_images=128, max_epochs=3, patience=2, diffusion_steps=8, n_examples=4, max_test=16,
                   tiny_diffusion_steps=8,
                   vdvae_steps=12, clip_config={"steps": 15}, vd_config={"vae_steps": 10, "unet_steps": 15}),
@@ -36,17 +41,25 @@ STAGE1_MODELS = ("ridge", "gru", "cnn", "transformer")
 PRETRAIN_SEED = 10_000
 
 
-def get_profile(profile: str = "default") -> dict:
-    "The sizes of a profile; under `IN_TEST` every profile is `smoke`."
-    check_choice("profile", profile, tuple(PROFILES))
-    return dict(PROFILES["smoke" if in_test() else profile], name="smoke" if in_test() else profile)
+#: brain-diffuser's ridge penalties (Ozcelik & VanRullen 2023; `../shared/reference/anchors-nsd-pipelines.md` §1.3-1.4):
+#: `vdvae_regression.py` fits betas -> VDVAE latents with `Ridge(alpha=50000)`; `cliptext_regression.py` and
+#: `clipvision_regression.py` fit one ridge per CLIP token with alpha 100000 (text) and 60000 (vision)
+VDVAE_RIDGE_ALPHA = 50_000.0
+CLIP_RIDGE_ALPHAS = {"text": 100_000.0, "vision": 60_000.0}
+#: the paper's 90/10 train/validation split of the stage-1 training images (1 image in VAL_EVERY is validation)
+VAL_EVERY = 10
+
+
+def run_profile(profile: str = "default") -> dict:
+    "The run sizes of a profile (tiny models, training budgets, test images); under `IN_TEST` every profile is `smoke`."
+    check_choice("profile", profile, tuple(RUN_PROFILES))
+    return dict(RUN_PROFILES["smoke" if in_test() else profile], name="smoke" if in_test() else profile)
 
 # %% ../nbs/03r_pipeline.ipynb #9a9b839b
 def _tiny_diffusion_job(images, captions, seed, clip_config, vd_config, started):
     "Side process of `Experiment.vae`: train (or find cached) the tiny CLIP and VD on one thread, under `tiny`'s lock."
     import torch
     torch.set_num_threads(1)
-    from neurodecode import diffusion
     with file_lock(get_cache_dir() / ".locks" / "tiny-diffusion.lock"):
         started.set()
         diffusion.train_tiny_models(images, captions, seed=seed, device="cpu", clip_config=clip_config,
@@ -84,9 +97,8 @@ def resolve_data(
     seed: int = 0,  # seed of the simulated world
 ) -> DataSource:
     "Real NSD if found, otherwise the embedded simulated NSD (built and cached on first use)."
-    from neurodecode import nsd, synthetic
     check_range("subject", subject, 1, 8)
-    prof = get_profile(profile)
+    prof = run_profile(profile)
     if data_dir is not None:
         root = nsd.locate_nsd(data_dir)
         if root is None:
@@ -130,7 +142,7 @@ class Experiment:
         check_range("subject", subject, 1, 8)
         check_choice("models", models, ("auto", "pretrained", "tiny"))
         self.subject, self.seed, self.protocol = int(subject), int(seed), protocol
-        self.profile = get_profile(profile)
+        self.profile = run_profile(profile)
         self.device = resolve_device(device)
         self.ds = resolve_data(subject, data_dir, profile, seed)
         self.source = self.ds.source
@@ -148,7 +160,6 @@ class Experiment:
     @cached_property
     def data(self):
         "The subject's `nsd.SubjectData` (cached by `load_subject`), the test set capped by the profile."
-        from neurodecode import nsd
         d = nsd.load_subject(self.subject, data_dir=self.ds.root, protocol=self.protocol)
         m = self.profile["max_test"]
         if m is not None and len(d.X_test) > m:
@@ -166,7 +177,6 @@ class Experiment:
     @cached_property
     def pretrain_scenes(self):
         "The tiny models' independent pretraining corpus of simulated scenes (never the subject's stimuli)."
-        from neurodecode import synthetic
         return synthetic.make_scenes(self.profile["pretrain_images"], seed=PRETRAIN_SEED + self.seed, size=64)
 
     # -- models -------------------------------------------------------------------------------------------------
@@ -178,8 +188,6 @@ class Experiment:
         the VDVAE is a long chain of small convolutions that gains little from a second thread (about 0.30 s a step
         on one, 0.22 s on two), so each training gets a core and the first run saves most of the diffusion models'
         training time."""
-        from neurodecode import vdvae
-        from neurodecode.networks import torch_threads
         if self.models == "pretrained":
             m = vdvae.load_vdvae(weights_dir=self.weights_dir, device=self.device)
             self.weights["vdvae"] = getattr(m, "sha256", "imagenet64-iter-1600000-model-ema.th")
@@ -218,7 +226,6 @@ class Experiment:
     @cached_property
     def tiny(self):
         "(clip, vd): the tiny CLIP-like pair and dual-guided diffusion model, trained by neurodecode."
-        from neurodecode import diffusion
         sc = self.pretrain_scenes
         with file_lock(get_cache_dir() / ".locks" / "tiny-diffusion.lock"):
             clip, vd = diffusion.train_tiny_models(sc.images, sc.captions, seed=self.seed, device=self.device,
@@ -231,7 +238,6 @@ class Experiment:
     @cached_property
     def clip(self):
         "The CLIP encoder of the targets: ViT-L/14 (pretrained) or the tiny CLIP."
-        from neurodecode import diffusion
         if self.models == "pretrained":
             self.weights["clip"] = "openai/clip-vit-large-patch14"
             return diffusion.load_clip(weights_dir=self.weights_dir, device=self.device)
@@ -240,7 +246,6 @@ class Experiment:
     @cached_property
     def vd(self):
         "Stage 2: Versatile Diffusion (pretrained) or the tiny dual-guided diffusion model."
-        from neurodecode import diffusion
         if self.models == "pretrained":
             d = Path(get_weights_dir(self.weights_dir)) / "versatile-diffusion"
             self.weights["versatile-diffusion"] = "shi-labs/versatile-diffusion"
@@ -260,7 +265,6 @@ class Experiment:
     # -- stage 1 ------------------------------------------------------------------------------------------------
     def latents(self, n_layers: int = 15) -> dict:
         "VDVAE posterior samples of the first `n_layers` decoder blocks: {'train', 'test'} (images × dims, float32)."
-        from neurodecode import vdvae
         check_choice("n_layers", n_layers, (15, 31))
 
         def run():
@@ -271,17 +275,15 @@ class Experiment:
 
     def regressor(self, model: str, n_outputs: int):
         "A fresh stage-1 regressor of paper 1 (§3.3.1): ridge as brain-diffuser sets it, or one of the networks."
-        from neurodecode import regressors as R
         check_choice("model", model, STAGE1_MODELS)
         if model == "ridge":
-            return R.Ridge(alpha=50_000.0)  # brain-diffuser's VDVAE ridge (reference §1.3)
+            return R.Ridge(alpha=VDVAE_RIDGE_ALPHA)
         cls = {"gru": R.GRURegressor, "cnn": R.CNNRegressor, "transformer": R.TransformerRegressor}[model]
         return cls(epochs=self.profile["max_epochs"], patience=self.profile["patience"], seed=self.seed,
                    device=self.device, cache_dir=self.cache.root)
 
     def stage1(self, model: str = "gru", n_layers: int = 15) -> dict:
         "Fit a stage-1 regressor betas → latents; predictions and validation/test MSE and MAE (Tables 2-3)."
-        from neurodecode import regressors as R
         check_choice("model", model, STAGE1_MODELS)
         Z = self.latents(n_layers)
 
@@ -290,7 +292,7 @@ class Experiment:
             X, Y = self.data.X_train, Z["train"]
             out = {}
             if model == "ridge":  # the paper's 90/10 validation split, for Table 3's validation columns
-                n_val = max(1, len(X) // 10)
+                n_val = max(1, len(X) // VAL_EVERY)
                 perm = np.random.default_rng(self.seed).permutation(len(X))
                 va, tr = perm[:n_val], perm[n_val:]
                 pv = R.Ridge(alpha=reg.alpha).fit(X[tr], Y[tr]).predict(X[va])
@@ -309,7 +311,6 @@ class Experiment:
 
     def stage1_images(self, model: str = "gru", n_layers: int = 15) -> np.ndarray:
         "Stage-1 reconstructions: predicted latents decoded by the VDVAE (the rest of the blocks from the prior)."
-        from neurodecode import vdvae
         pred = self.stage1(model, n_layers)["pred"]
 
         def run():
@@ -321,7 +322,6 @@ class Experiment:
     # -- stage 2 ------------------------------------------------------------------------------------------------
     def clip_targets(self) -> dict:
         "CLIP-text and CLIP-vision embeddings of the train and test stimuli."
-        from neurodecode import diffusion
 
         def run():
             d, c = self.data, self.clip
@@ -333,13 +333,12 @@ class Experiment:
 
     def clip_predictions(self, model: str = "ridge") -> dict:
         "Predicted CLIP embeddings of the test set: token-wise ridge (brain-diffuser) or the GRU ('GRU (CLIP)')."
-        from neurodecode import regressors as R
         check_choice("model", model, ("ridge", "gru"))
         T = self.clip_targets()
 
         def run():
             out = {}
-            for kind, alpha in (("text", 100_000.0), ("vision", 60_000.0)):  # brain-diffuser's alphas (§1.3)
+            for kind, alpha in CLIP_RIDGE_ALPHAS.items():
                 Ytr = T[f"{kind}_train"]
                 if model == "ridge":
                     reg = R.TokenwiseRidge(alpha=alpha).fit(self.data.X_train, Ytr)
@@ -356,7 +355,6 @@ class Experiment:
     def reconstruct(self, model: str = "gru", n_layers: int = 15, noise: float = 0, clip_model: str = "ridge",
                     ) -> np.ndarray:
         "Stage-2 reconstructions of the test set, one PNG per image in the cache (a rerun skips finished images)."
-        from neurodecode import diffusion
         from PIL import Image
         check_range("noise", noise, 0)
         steps = self.profile["diffusion_steps" if self.models == "pretrained" else "tiny_diffusion_steps"]
@@ -374,7 +372,6 @@ class Experiment:
     # -- metrics ------------------------------------------------------------------------------------------------
     def evaluate(self, rec: np.ndarray, name: str = "") -> pd.Series:
         "The eight metrics of paper 1 (NaN with the reason where weights are missing), plus `CLIP (sim)` on tiny models."
-        from neurodecode import metrics
         extra = {"CLIP (sim)": self.clip.image_features} if self.models == "tiny" else None
         wd = Path(get_weights_dir(self.weights_dir))
         present = sorted((str(p.relative_to(wd)), p.stat().st_size) for p in wd.rglob("*") if p.is_file()) \
@@ -389,7 +386,6 @@ class Experiment:
 
     def provenance(self, parameters: dict, notes=()):
         "The provenance header of this experiment's tables and figures."
-        from neurodecode.report import Provenance
         n = list(self.notes) + list(notes)
         w = dict(self.weights)
         if self.models == "tiny":
