@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from .core import (ArtifactCache, NotFoundError, atomic_save, check_array, check_choice, check_range,
-                              code_version, find_file, get_weights_dir, hash_obj, in_test, progress, resolve_device)
+                              as_cache, code_version, find_file, get_weights_dir, hash_obj, in_test, progress, resize_images,
+                              resolve_device)
 
 # %% auto #0
 __all__ = ['NOISE_AMPLITUDES', 'CLIP_MEAN', 'CLIP_STD', 'CLIP_DIRNAME', 'VD_DIRNAME', 'TINY_CLIP_DEFAULTS', 'TINY_VD_DEFAULTS',
@@ -286,12 +287,6 @@ def load_clip(weights_dir: str | os.PathLike | None = None, device="auto", dtype
                        resize_to=512, device=dev, name=f"clip:{root.name}", fingerprint=hash_obj(files))
 
 
-def _as_cache(cache) -> ArtifactCache | None:
-    if cache is False or cache is None:
-        return None
-    return cache if isinstance(cache, ArtifactCache) else ArtifactCache(None if cache is True else cache)
-
-
 def clip_text_embeddings(
     captions_per_image,  # N lists of captions (strings); empty captions are skipped
     encoder: ClipEncoder | None = None,  # default: `load_clip(weights_dir)`
@@ -303,7 +298,7 @@ def clip_text_embeddings(
     enc = encoder or load_clip(weights_dir)
     caps = [[c] if isinstance(c, str) else list(c) for c in captions_per_image]
     fn = lambda: {"emb": enc.text_embeddings(caps, batch_size)}
-    c = _as_cache(cache)
+    c = as_cache(cache)
     out = fn() if c is None else c.cached("clip_text", fn, params={"encoder": enc.name}, fmt="npz",
                                           inputs=[enc.fingerprint, caps], code=code_version(ClipEncoder))
     return out["emb"]
@@ -320,7 +315,7 @@ def clip_vision_embeddings(
     x = check_array("images", images, ndim=4, dtype="u")
     enc = encoder or load_clip(weights_dir)
     fn = lambda: {"emb": enc.vision_embeddings(x, batch_size)}
-    c = _as_cache(cache)
+    c = as_cache(cache)
     out = fn() if c is None else c.cached("clip_vision", fn, params={"encoder": enc.name}, fmt="npz",
                                           inputs=[enc.fingerprint, x], code=code_version(ClipEncoder))
     return out["emb"]
@@ -704,13 +699,6 @@ def _check_training_data(images, captions_per_image):
         raise ValueError(f"captions_per_image must have one list per image ({len(x)}); got {len(caps)}")
     return x, caps
 
-
-def _resize_u8(x: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-    if x.shape[1:3] == (size, size):
-        return x
-    return np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC)) for a in x])
-
 # %% ../nbs/03b_diffusion.ipynb #a7e99991
 def _clip_from_state(st: dict, device="auto") -> ClipEncoder:
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModelWithProjection
@@ -739,7 +727,7 @@ def train_tiny_clip(
     from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
     x, caps = _check_training_data(images, captions_per_image)
     cfg = _merge_config(TINY_CLIP_DEFAULTS, config)
-    c = _as_cache(cache)
+    c = as_cache(cache)
     params = {**cfg, "seed": seed}
     code = code_version(train_tiny_clip, _train_loop, WordTokenizer, tiny_clip_configs)
     key = (c or ArtifactCache(tempfile.gettempdir())).key("tiny_clip", params, [x, caps], code)
@@ -754,7 +742,7 @@ def train_tiny_clip(
         scale = torch.nn.Linear(1, 1, bias=False).to(dev)  # holds log(1/temperature)
         torch.nn.init.constant_(scale.weight, math.log(1 / 0.07))
         enc = ClipEncoder(text, vision, tok, image_size=vc.image_size, resize_to=None, device=dev)
-        px = enc.pixel_values(_resize_u8(x, vc.image_size))
+        px = enc.pixel_values(resize_images(x, vc.image_size, "bicubic"))
         ncap = np.array([len(cs) for cs in caps])
         toks = torch.stack([tok([cs[j % len(cs)] for j in range(ncap.max())]) for cs in caps])  # N x 5 x 77
         b = min(cfg["batch_size"], len(x))
@@ -838,7 +826,7 @@ def train_tiny_vd(
     if x.shape[2] != size or size % 2 ** (len(cfg["vae_channels"]) - 1):
         raise ValueError(f"images must be square with a side divisible by {2 ** (len(cfg['vae_channels']) - 1)}; "
                          f"got {x.shape[1:3]}")
-    c = _as_cache(cache)
+    c = as_cache(cache)
     params = {**cfg, "seed": seed}
     code = code_version(train_tiny_vd, _train_loop, _tiny_vd_modules, to_dual_guided, _make_dual_guided,
                         ddim_scheduler, _sched_config)
@@ -939,5 +927,5 @@ def identification(
     "Two-way identification (brain-diffuser's exhaustive version) of reconstructions in `clip`'s image-feature space."
     from neurodecode.metrics import two_way_identification
     s = clip.image_size
-    return two_way_identification(clip.image_features(_resize_u8(np.asarray(gt_images), s)),
-                                  clip.image_features(_resize_u8(np.asarray(rec_images), s)))
+    return two_way_identification(clip.image_features(resize_images(np.asarray(gt_images), s, "bicubic")),
+                                  clip.image_features(resize_images(np.asarray(rec_images), s, "bicubic")))

@@ -17,15 +17,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .core import (ArtifactCache, NotFoundError, check_array, check_choice, check_range, code_version,
-                              find_file, get_cache_dir, hash_obj, make_rng, progress, resolve_device, sha256_file)
+from .core import (NotFoundError, check_array, check_choice, check_range, code_version,
+                              as_cache, find_file, hash_obj, make_rng, progress, resize_images, resolve_device,
+                              sha256_file)
 
 # %% auto #0
 __all__ = ['METRICS', 'PAPER_ORDER', 'LOWLEVEL', 'PREPROCESSING', 'NETWORKS', 'Metric', 'Preprocessing', 'get_preprocessing',
            'as_images', 'demo_images', 'demo_reconstructions', 'lowlevel_metrics', 'pixcorr', 'ssim', 'mse', 'mae',
            'two_way_identification', 'correlation_distance', 'retrieval_top1', 'Network', 'WeightsError', 'weight_file',
            'locate_weights', 'clip_vitl14_config', 'build_network', 'FeatureExtractor', 'evaluate', 'unavailable_note',
-           'metrics_table', 'table_markdown', 'table_latex']
+           'metrics_table']
 
 # %% ../nbs/03c_metrics.ipynb #82f285f7
 @dataclass(frozen=True)
@@ -117,14 +118,9 @@ def _check_pair(gt, rec, min_n: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return gt, rec
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
+def _unit_to_uint8(img: np.ndarray) -> np.ndarray:
     "An image as 8 bits: floats in [0, 1] are rounded the way a PNG writer stores them."
     return img if img.dtype == np.uint8 else np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-
-
-def _pil_resize(img_u8: np.ndarray, size: int, resample) -> np.ndarray:
-    "PIL resize of one 8-bit H×W×3 image to size×size (PIL returns a copy when the size already matches)."
-    return np.asarray(Image.fromarray(img_u8).resize((size, size), resample))
 
 
 def _torch_resize(batch: np.ndarray, sizes: Sequence[int | None], antialias: bool):
@@ -167,8 +163,8 @@ def _lowlevel_pairs(gt: np.ndarray, rec: np.ndarray, pp: Preprocessing, batch_si
     size = pp.lowlevel_size
     if pp.backend == "pil":  # brain-diffuser: PIL .resize((425, 425)) (bicubic), then /255.0 in float64
         for g, r in zip(gt, rec):
-            yield (_pil_resize(_to_uint8(g), size, Image.BICUBIC) / 255.0,
-                   _pil_resize(_to_uint8(r), size, Image.BICUBIC) / 255.0)
+            yield (resize_images(_unit_to_uint8(g)[None], size, "bicubic")[0] / 255.0,
+                   resize_images(_unit_to_uint8(r)[None], size, "bicubic")[0] / 255.0)
     else:  # mindeye2: float32 tensors, to 256 then bilinear to 425
         for s in range(0, len(gt), batch_size):
             g = _torch_resize(gt[s:s + batch_size], [pp.base_size, size], pp.antialias).permute(0, 2, 3, 1).numpy()
@@ -477,7 +473,7 @@ def _net_input(batch: np.ndarray, size: int, pp: Preprocessing, norm: str):
     "A batch of N×H×W×3 images as the network's normalised float32 N×3×size×size input."
     import torch
     if pp.backend == "pil":  # brain-diffuser: T.functional.resize(PIL, (224, 224)) (PIL bilinear), to_tensor
-        x = np.stack([_pil_resize(_to_uint8(im), size, Image.BILINEAR) for im in batch])
+        x = np.stack([resize_images(_unit_to_uint8(im)[None], size, "bilinear")[0] for im in batch])
         t = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255)
     else:  # mindeye2: float tensors to 256, then bilinear to the network's size
         t = _torch_resize(batch, [pp.base_size, size], pp.antialias)
@@ -579,14 +575,6 @@ def _as_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def _as_cache(cache) -> ArtifactCache | None:
-    if cache is None or cache is False:
-        return None
-    if isinstance(cache, ArtifactCache):
-        return cache
-    return ArtifactCache(get_cache_dir(None if cache is True else cache))
-
-
 def evaluate(
     gt_images,  # N×H×W×3 ground-truth images (NSD: 425 px), uint8 or float in [0, 1]
     rec_images,  # N×H'×W'×3 reconstructions in the same order
@@ -640,7 +628,7 @@ def evaluate(
     low = [m for m in LOWLEVEL if m in wanted]
     if low:
         res.update(lowlevel_metrics(gt, rec, pp, low, quiet=quiet))
-    store = _as_cache(cache)
+    store = as_cache(cache)
     img_keys = None
     for net in NETWORKS:
         ms = [m for m in wanted if METRICS[m].network == net]
@@ -755,32 +743,3 @@ def metrics_table(
     table = pd.DataFrame(cols, index=vals.index)
     table.attrs = {"values": vals, "unavailable": why}
     return table
-
-
-def _cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    head = [str(table.index.name or "")] + [str(c) for c in table.columns]
-    return head, [[str(i)] + [str(v) for v in r] for i, r in zip(table.index, table.itertuples(index=False))]
-
-
-def table_markdown(table: pd.DataFrame) -> str:
-    "A GitHub Markdown table (row labels first, numbers right-aligned), without the `tabulate` dependency."
-    head, body = _cells(table)
-    esc = lambda s: s.replace("|", r"\|")
-    lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(map(esc, r)) + " |" for r in body]) + "\n"
-
-
-def table_latex(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
-    "A LaTeX `tabular` (booktabs rules), wrapped in a `table` float when a caption or label is given."
-    def esc(s):
-        s = s.replace("\\", r"\textbackslash{}")
-        for a, b in [("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}")]:
-            s = s.replace(a, b)
-        return s.replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("–", "--").replace("Δ", r"$\Delta$")
-    head, body = _cells(table)
-    lines = [r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule", " & ".join(map(esc, head)) + r" \\",
-             r"\midrule"] + [" & ".join(map(esc, r)) + r" \\" for r in body] + [r"\bottomrule", r"\end{tabular}"]
-    if caption or label:
-        lines = ([r"\begin{table}", r"\centering"] + ([rf"\caption{{{esc(caption)}}}"] if caption else [])
-                 + ([rf"\label{{{label}}}"] if label else []) + lines + [r"\end{table}"])
-    return "\n".join(lines) + "\n"

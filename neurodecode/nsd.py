@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .core import (ArtifactCache, NotFoundError, atomic_save, check_choice, check_range, code_version,
-                              find_file, get_cache_dir, get_data_dir, progress)
+                              find_file, get_cache_dir, get_data_dir, progress, resize_images)
 from .nsd_layout import *
 from .nsd_layout import _as_int, _subject_path
 
@@ -204,15 +204,9 @@ def read_images(
             except OSError as e:
                 raise ValueError(f"cannot read images from {p}: {e}. The file is truncated; download it again") from e
             if size and size != d.shape[1]:
-                block = _resize(block, size)
+                block = resize_images(block, size)
             out[sel] = block[inv]
     return out
-
-
-def _resize(block: np.ndarray, size: int) -> np.ndarray:
-    "Resize n x H x W x 3 uint8 images to size x size (bilinear with antialiasing, via PIL)."
-    from PIL import Image
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in block])
 
 
 def read_captions(

@@ -17,12 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import (ArtifactCache, NotFoundError, check_array, check_choice, check_range, code_version,
-                              find_file, hash_obj, in_test, progress as _progress, resolve_device, sha256_file)
+                              find_file, hash_obj, in_test, progress as _progress, resize_images, resolve_device,
+                              sha256_file)
 
 # %% auto #0
 __all__ = ['CONFIGS', 'VDVAE_FILE', 'VDVAE_URL', 'TRAIN_DEFAULTS', 'VDVAEConfig', 'parse_blocks', 'get_config', 'Block',
            'Encoder', 'gaussian_kl', 'DecBlock', 'Noise', 'DmolNet', 'Decoder', 'VDVAE', 'load_vdvae', 'latent_shapes',
-           'latent_dim', 'resize_images', 'encode_latents', 'decode_latents', 'rate_by_block', 'train_vdvae']
+           'latent_dim', 'encode_latents', 'decode_latents', 'rate_by_block', 'train_vdvae']
 
 # %% ../nbs/03a_vdvae.ipynb #a58e6779
 @dataclass(frozen=True)
@@ -395,16 +396,6 @@ def latent_dim(model_or_config, n_layers: int) -> int:  # VDVAE, VDVAEConfig or 
     return int(sum(np.prod(s) for s in latent_shapes(model_or_config, n_layers)))
 
 # %% ../nbs/03a_vdvae.ipynb #a5aab6ed
-def resize_images(images, size: int, resample: str = "bilinear") -> np.ndarray:  # uint8 N x H x W x 3
-    "uint8 images N x size x size x 3 (PIL resize; unchanged if already that size)."
-    from PIL import Image
-    images = np.asarray(images)
-    if images.shape[1:3] == (size, size):
-        return images
-    f = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[resample]
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), f)) for im in images])
-
-
 def _check_images(images) -> np.ndarray:
     images = check_array("images", images, ndim=4, shape=(None, None, None, 3))
     if images.dtype != np.uint8:
@@ -446,7 +437,7 @@ def encode_latents(
     return out
 
 # %% ../nbs/03a_vdvae.ipynb #8371f4f0
-def _to_uint8(x):  # [-1, 1] -> uint8, truncating like the official DmolNet.sample
+def _signed_to_uint8(x):  # [-1, 1] -> uint8, truncating like the official DmolNet.sample
     return ((x.float() + 1) * 127.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
@@ -486,7 +477,7 @@ def decode_latents(
         noise = Noise(seed, idx)
         h, _, _ = model.decoder(len(idx), latents=zs, noise=noise, t=temperature)
         x = model.decoder.out_net.sample(h, noise) if output == "sample" else model.decoder.out_net.mean(h)
-        out[idx] = _to_uint8(x)
+        out[idx] = _signed_to_uint8(x)
     return resize_images(out, 512, "bicubic") if upsample else out
 
 # %% ../nbs/03a_vdvae.ipynb #830ccd99
