@@ -196,21 +196,9 @@ class FitSetup:
         warnings.warn(msg, stacklevel=5)
 
 
-def prepare_fit(
-    data,  # list of runs, each V x T (or X x Y x Z x T volumes, with `mask`)
-    design,  # list of runs: T x n_conditions onset matrices, length-T condition ids (0 = no trial) or NSD design TSVs
-    tr: float,  # repetition time (s)
-    stimdur: float,  # trial duration (s)
-    hrf_library=None,  # (L, H) responses to one trial at the TR (peak-normalised here); default GLMsingle's 20 HRFs
-    n_pcs: int = 10,  # most GLMdenoise PCs to try
-    fracs=None,  # ridge fractions to cross-validate (default linspace(1, 0.05, 20)); a scalar is used without CV
-    device="auto",  # torch device for the voxel-side algebra
-    mask=None,  # (X, Y, Z) bool: the voxels to fit when `data` holds volumes (default: all)
-    pcstop: float = 1.05,  # GLMsingle's PC stopping rule; a value -B <= 0 uses exactly B PCs without CV
-    chunk_size: int = 5000,  # voxels processed together
-    quiet: bool | None = None,  # hide progress bars (default: hidden under tests)
-) -> FitSetup:
-    "Algorithm 1, inputs: check the arguments, read runs and design, build the HRFs, and say what can be cross-validated."
+def prepare_fit(data, design, tr: float, stimdur: float, hrf_library=None, n_pcs: int = 10, fracs=None, device="auto",
+                mask=None, pcstop: float = 1.05, chunk_size: int = 5000, quiet: bool | None = None) -> FitSetup:
+    "Algorithm 1, inputs: check the arguments (those of `fit_single_trial`), read runs and design, build the HRFs."
     check_range("tr", float(tr), 0, lo_open=True)
     check_range("stimdur", float(stimdur), 0, lo_open=True)
     if int(n_pcs) != n_pcs or n_pcs < 0:
