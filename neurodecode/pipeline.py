@@ -17,7 +17,7 @@ import pandas as pd
 
 from .core import (ArtifactCache, check_choice, check_range, code_version, get_cache_dir, get_weights_dir,
                               hash_obj, in_test, resolve_device)
-from . import diffusion, metrics, nsd, synthetic, vdvae
+from . import diffusion, metrics, nsd, synthetic, tiny_diffusion, vdvae
 from . import regressors as R
 from .networks import torch_threads
 from .report import Provenance
@@ -62,7 +62,7 @@ def _tiny_diffusion_job(images, captions, seed, clip_config, vd_config, started)
     torch.set_num_threads(1)
     with file_lock(get_cache_dir() / ".locks" / "tiny-diffusion.lock"):
         started.set()
-        diffusion.train_tiny_models(images, captions, seed=seed, device="cpu", clip_config=clip_config,
+        tiny_diffusion.train_tiny_models(images, captions, seed=seed, device="cpu", clip_config=clip_config,
                                     vd_config=vd_config, quiet=True)
 
 
@@ -228,7 +228,7 @@ class Experiment:
         "(clip, vd): the tiny CLIP-like pair and dual-guided diffusion model, trained by neurodecode."
         sc = self.pretrain_scenes
         with file_lock(get_cache_dir() / ".locks" / "tiny-diffusion.lock"):
-            clip, vd = diffusion.train_tiny_models(sc.images, sc.captions, seed=self.seed, device=self.device,
+            clip, vd = tiny_diffusion.train_tiny_models(sc.images, sc.captions, seed=self.seed, device=self.device,
                                                    clip_config=self.profile["clip_config"],
                                                    vd_config=self.profile["vd_config"])
         self.weights["clip"] = _tiny_label("clip", hash_obj(self.profile["name"], self.seed))
