@@ -31,7 +31,7 @@ def peak_kb():  # VmHWM: this process's own high-water mark (ru_maxrss keeps the
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.time()
-from neurodecode import nsd, nsd_write
+from neurodecode import nsd
 t_imp = peak_kb()
 sd = nsd.load_subject(1, sys.argv[1], cache_dir=sys.argv[2], quiet=True)
 x = float(sd.X_train[:, :10].sum()) + float(sd.images_test[:2].sum())  # touch the arrays
@@ -51,7 +51,7 @@ def main():
                     help="write every session's betas (slow on a shared machine) instead of hard links to session 1")
     a = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from neurodecode import nsd
+    from neurodecode import nsd, nsd_write
 
     full = not a.quick
     cfg = dict(subject=1, n_sessions=40 if full else 3, trials=750, runs=12, n_shared=1000 if full else 100,
