@@ -27,8 +27,9 @@ __all__ = ['DIR_ENV', 'DIR_ARG', 'PROGRESS_ENV', 'PARAMETER_CHECKS', 'check_choi
            'check_subject', 'Candidate', 'dir_candidates', 'resolve_dir', 'get_data_dir', 'get_weights_dir',
            'get_cache_dir', 'NotFoundError', 'find_file', 'seed_everything', 'make_rng', 'torch_generator',
            'resolve_device', 'in_test', 'progress', 'atomic_write', 'atomic_save', 'hash_obj', 'code_version',
-           'CorruptArtifactError', 'CacheWarning', 'ArtifactCache', 'git_commit', 'sha256_file', 'CheckpointError',
-           'load_state_dict_file', 'check_state_dict', 'project_root', 'figures_dir', 'notebook_parameters']
+           'CorruptArtifactError', 'CacheWarning', 'ArtifactCache', 'as_cache', 'git_commit', 'sha256_file',
+           'CheckpointError', 'load_state_dict_file', 'check_state_dict', 'project_root', 'figures_dir',
+           'notebook_parameters', 'resize_images']
 
 # %% ../nbs/00_core.ipynb #fafcc790
 def _fmt_choices(choices: Sequence) -> str:
@@ -555,6 +556,15 @@ class ArtifactCache:
             n += 1
         return n
 
+# %% ../nbs/00_core.ipynb #280947e3
+def as_cache(cache) -> ArtifactCache | None:
+    "A `cache=` argument as an `ArtifactCache` (None/False: no caching; True: the default cache dir; a path; a cache)."
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, ArtifactCache):
+        return cache
+    return ArtifactCache(None if cache is True else cache)
+
 # %% ../nbs/00_core.ipynb #2bcc4965
 def git_commit(path: str | os.PathLike | None = None) -> str:
     "The git commit of the repository holding `path` (default: this package), `+dirty` if code is modified; 'unknown' outside git."
@@ -721,3 +731,17 @@ def notebook_parameters(
     out = {k: cks[k](namespace[k]) if k in cks else namespace[k] for k in acc}
     namespace["_notebook_parameters_checked"] = True
     return out
+
+# %% ../nbs/00_core.ipynb #0d58d71c
+def resize_images(
+    images,  # uint8 N x H x W x 3
+    size: int,  # output side (px)
+    resample: str = "bilinear",  # "bilinear" or "bicubic" (PIL filters, antialiased when shrinking)
+) -> np.ndarray:
+    "uint8 images N x size x size x 3 (PIL resize; unchanged if already that size)."
+    from PIL import Image
+    images = np.asarray(images)
+    if images.shape[1:3] == (size, size):
+        return images
+    f = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[check_choice("resample", resample, ("bilinear", "bicubic"))]
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), f)) for im in images])

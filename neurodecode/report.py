@@ -19,9 +19,9 @@ import pandas as pd
 from .core import atomic_save, atomic_write, check_choice, git_commit, sha256_file
 
 # %% auto #0
-__all__ = ['SOURCES', 'PAPER1_METRICS', 'PAPER1', 'PAPER1_QUOTED_ROWS', 'Provenance', 'weights_provenance', 'write_table',
-           'read_table', 'read_provenance', 'save_figure', 'beside_published', 'output_dir', 'image_grid',
-           'ScienceCheckFailed', 'report_checks']
+__all__ = ['SOURCES', 'PAPER1_METRICS', 'PAPER1', 'PAPER1_QUOTED_ROWS', 'Provenance', 'weights_provenance', 'latex_escape',
+           'table_markdown', 'table_latex', 'write_table', 'read_table', 'read_provenance', 'save_figure',
+           'beside_published', 'output_dir', 'image_grid', 'ScienceCheckFailed', 'report_checks']
 
 # %% ../nbs/03p_report.ipynb #6f7167e1
 SOURCES = ("simulated", "nsd")
@@ -65,28 +65,46 @@ def weights_provenance(paths: dict) -> dict:
     return {k: (sha256_file(p) if Path(p).is_file() else "missing") for k, v in paths.items() for p in [v]}
 
 # %% ../nbs/03p_report.ipynb #4732755e
-def _markdown(df: pd.DataFrame, index: bool = True) -> str:
-    "A GitHub Markdown table, without the `tabulate` dependency."
-    d = df.reset_index() if index else df
-    cols = [str(c) for c in d.columns]
-    fmt = lambda v: "" if (isinstance(v, float) and np.isnan(v)) else (f"{v:.4g}" if isinstance(v, float) else str(v))
-    rows = [[fmt(v) for v in r] for r in d.itertuples(index=False)]
-    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-                     + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}",
+          "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "–": "--",
+          "Δ": r"$\Delta$", "×": r"$\times$", "±": r"$\pm$", "≤": r"$\leq$", "≥": r"$\geq$", "κ": r"$\kappa$",
+          "η": r"$\eta$"}
 
 
-def _latex(df: pd.DataFrame, caption: str = "") -> str:
-    "A booktabs-free LaTeX tabular (no jinja2 dependency)."
-    d = df.reset_index()
-    esc = lambda s: str(s).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%") \
-        .replace("_", r"\_").replace("#", r"\#").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
-    fmt = lambda v: "--" if (isinstance(v, float) and np.isnan(v)) else esc(f"{v:.4g}" if isinstance(v, float) else v)
-    lines = [r"\begin{tabular}{" + "l" * d.shape[1] + "}", r"\hline",
-             " & ".join(esc(c) for c in d.columns) + r" \\", r"\hline"]
-    lines += [" & ".join(fmt(v) for v in r) + r" \\" for r in d.itertuples(index=False)]
-    lines += [r"\hline", r"\end{tabular}"]
-    if caption:
-        lines = [r"\begin{table}", r"\centering", rf"\caption{{{esc(caption)}}}"] + lines + [r"\end{table}"]
+def latex_escape(text) -> str:
+    "`text` as LaTeX source: the ten special characters escaped, the few Unicode symbols our tables use as math."
+    return "".join(_LATEX.get(ch, ch) for ch in str(text))
+
+
+def _cell(v, nan: str) -> str:
+    "One table cell as text: floats to 4 significant digits, NaN as `nan`, anything else as `str`."
+    if isinstance(v, (float, np.floating)):
+        return nan if np.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _cells(table: pd.DataFrame, nan: str) -> tuple[list[str], list[list[str]]]:
+    "Header (index name first) and rows (index label first) of `table` as text."
+    head = [str(table.index.name or "")] + [str(c) for c in table.columns]
+    return head, [[_cell(i, nan)] + [_cell(v, nan) for v in r] for i, r in zip(table.index, table.itertuples(index=False))]
+
+
+def table_markdown(table: pd.DataFrame) -> str:
+    "A GitHub Markdown table (row labels first, numbers right-aligned, `|` escaped), without the `tabulate` dependency."
+    head, body = _cells(table, "")
+    esc = lambda s: s.replace("|", r"\|")
+    lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(map(esc, r)) + " |" for r in body]) + "\n"
+
+
+def table_latex(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
+    "A LaTeX `tabular` (booktabs rules, every cell escaped), wrapped in a `table` float when a caption or label is given."
+    head, body = _cells(table, "--")
+    lines = [r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule", " & ".join(map(latex_escape, head)) + r" \\",
+             r"\midrule"] + [" & ".join(map(latex_escape, r)) + r" \\" for r in body] + [r"\bottomrule", r"\end{tabular}"]
+    if caption or label:
+        lines = ([r"\begin{table}", r"\centering"] + ([rf"\caption{{{latex_escape(caption)}}}"] if caption else [])
+                 + ([rf"\label{{{label}}}"] if label else []) + lines + [r"\end{table}"])
     return "\n".join(lines) + "\n"
 
 
@@ -112,11 +130,11 @@ def write_table(
     df.to_csv(buf)
     with atomic_write(paths["csv"], "w") as f:
         f.write("".join(f"# {h}\n" for h in ([title] if title else []) + header) + buf.getvalue())
-    md = (f"### {title}\n\n" if title else "") + "".join(f"> {h}  \n" for h in header) + "\n" + _markdown(df)
+    md = (f"### {title}\n\n" if title else "") + "".join(f"> {h}  \n" for h in header) + "\n" + table_markdown(df)
     with atomic_write(paths["md"], "w") as f:
         f.write(md)
     with atomic_write(paths["tex"], "w") as f:
-        f.write("".join(f"% {h}\n" for h in header) + _latex(df, title))
+        f.write("".join(f"% {h}\n" for h in header) + table_latex(df, title))
     return paths
 
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from neurodecode.diffusion import (NOISE_AMPLITUDES, ClipEncoder, OpenAIBPETokenizer, VersatileDiffusion, _train_loop,
-                                   perturb_init, random_tiny_clip, random_tiny_vd, reconstruct_batch, tiny_clip_configs)
+from neurodecode.diffusion import (NOISE_AMPLITUDES, ClipEncoder, OpenAIBPETokenizer, VersatileDiffusion, perturb_init,
+                                   random_tiny_clip, random_tiny_vd, reconstruct_batch, tiny_clip_configs)
+from neurodecode.tiny_diffusion import _train_loop
 from neurodecode.core import ArtifactCache, NotFoundError
 
 

@@ -23,6 +23,7 @@ from skimage.metrics import structural_similarity
 
 from neurodecode import metrics as M
 from neurodecode.core import NotFoundError
+from neurodecode.report import table_latex, table_markdown
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "metrics"
 SLOW = bool(os.environ.get("NEURODECODE_SLOW_TESTS"))
@@ -510,7 +511,7 @@ def test_tables_write_csv_markdown_latex(tmp_path):
     assert t.loc["Brain-Diffuser"].tolist() == ["0.356", "0.254", "94.2%", "96.2%", "87.2%", "91.5%", "0.775", "0.423"]
     t.to_csv(tmp_path / "t.csv")
     assert pd.read_csv(tmp_path / "t.csv", index_col=0).loc["Brain-Diffuser", "EfficientNet-B ↓"] == 0.775
-    md = M.table_markdown(t)
+    md = table_markdown(t)
     assert md.splitlines()[0].startswith("|  | SSIM ↑ | PixCorr ↑ | AlexNet(2) ↑") and "| Brain-Diffuser | 0.356 |" in md
-    tex = M.table_latex(M.metrics_table(pub, percent=False), caption="x_y", label="tab:a")
+    tex = table_latex(M.metrics_table(pub, percent=False), caption="x_y", label="tab:a")
     assert r"SSIM $\uparrow$" in tex and "0.942" in tex and r"\caption{x\_y}" in tex and r"\label{tab:a}" in tex
