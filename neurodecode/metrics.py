@@ -710,7 +710,7 @@ def metrics_table(
     percent: bool = True,  # two-way identification and retrieval as percentages (else fractions)
     digits: int = 3,  # decimals of the other values (and of fractions)
     pct_digits: int = 1,  # decimals of percentages
-    drop_empty: bool = True,  # drop columns that are NaN in every row
+    drop_empty: bool = False,  # drop columns that are NaN in every row (default: keep them, shown as '–')
 ) -> pd.DataFrame:
     "Results laid out like the paper's tables: its column order, ↑/↓ headers, percentages, '–' for unavailable."
     kinds, why = {}, {}

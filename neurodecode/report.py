@@ -19,9 +19,10 @@ import pandas as pd
 from .core import atomic_save, atomic_write, check_choice, git_commit, sha256_file
 
 # %% auto #0
-__all__ = ['SOURCES', 'PAPER1_METRICS', 'PAPER1', 'PAPER1_QUOTED_ROWS', 'Provenance', 'weights_provenance', 'latex_escape',
-           'table_markdown', 'table_latex', 'write_table', 'read_table', 'read_provenance', 'save_figure',
-           'beside_published', 'output_dir', 'image_grid', 'ScienceCheckFailed', 'report_checks']
+__all__ = ['SOURCES', 'README_WEIGHTS', 'PAPER1_METRICS', 'PAPER1', 'PAPER1_QUOTED_ROWS', 'Provenance', 'weights_provenance',
+           'latex_escape', 'table_markdown', 'table_latex', 'unavailable_summary', 'write_table', 'read_table',
+           'read_provenance', 'save_figure', 'beside_published', 'output_dir', 'image_grid', 'ScienceCheckFailed',
+           'report_checks']
 
 # %% ../nbs/03p_report.ipynb #6f7167e1
 SOURCES = ("simulated", "nsd")
@@ -108,6 +109,34 @@ def table_latex(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+#: where the README says how to obtain the pretrained weights that some metrics need
+README_WEIGHTS = 'README.md, section "Real NSD data and real weights"'
+
+
+def unavailable_summary(
+    unavailable: dict,  # `metrics_table(...).attrs["unavailable"]` ({row: {metric: reason}}) or {metric: reason}
+) -> str:
+    "One line for a whole table: the unavailable metrics, the weight files not found, and where the README says how to get them."
+    import re
+    per_metric = {}
+    for k, v in (unavailable or {}).items():
+        for m, r in (v.items() if isinstance(v, dict) else [(k, v)]):
+            per_metric.setdefault(m, str(r))
+    if not per_metric:
+        return ""
+    files, other = [], []
+    for m, r in per_metric.items():
+        f = re.search(r"\(([^()\s]+)\) not found", r)
+        if f:
+            files.append(f.group(1))
+        else:
+            other.append(f"{m}: {r.splitlines()[0]}")
+    line = "unavailable: " + ", ".join(per_metric)
+    if files:
+        line += f" (weight files not found: {', '.join(dict.fromkeys(files))}; how to get them: {README_WEIGHTS})"
+    return "; ".join([line] + list(dict.fromkeys(other)))
+
+
 def write_table(
     df: pd.DataFrame,  # the table; its index is written as the first column
     out_dir: str | os.PathLike,  # e.g. figures/simulated/sub-01
@@ -119,6 +148,9 @@ def write_table(
     "Write `df` as `<name>.csv`, `.md` and `.tex` with the provenance header (and `values` as CSV); return the paths."
     out_dir = Path(out_dir)
     header = prov.lines()
+    missing = unavailable_summary(df.attrs.get("unavailable", {}))  # metrics_table's reasons for its `–` cells
+    if missing:
+        header.append(f"note: – = {missing}")
     paths = {ext: out_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
     if values is not None:
         paths["values"] = out_dir / f"{name}_values.csv"

@@ -404,10 +404,14 @@ def test_missing_weights_are_unavailable_with_reason(tmp_path):
     assert len(note) == 8 and note[0].startswith("AlexNet(2): unavailable: AlexNet weights for AlexNet(2), AlexNet(5) "
                                                  "(alexnet-owt-7be5be79.pth) not found. Fix: download https://")
     assert res.attrs["weights"] == {} and res.attrs["preprocessing"] == "brain-diffuser"
-    # the table shows only what was computed, and keeps the reasons
+    # the table keeps every column, '–' where unavailable, and the reasons; drop_empty=True shows only what was computed
     t = M.metrics_table([res])
-    assert list(t.columns) == ["SSIM ↑", "PixCorr ↑", "MSE ↓", "MAE ↓"]
+    assert t["CLIP ↑"].tolist() == ["–"] and t["SSIM ↑"].tolist() != ["–"]
     assert "CLIP" in t.attrs["unavailable"]["sim"]
+    assert list(M.metrics_table([res], drop_empty=True).columns) == ["SSIM ↑", "PixCorr ↑", "MSE ↓", "MAE ↓"]
+    from neurodecode.report import unavailable_summary
+    line = unavailable_summary(t.attrs["unavailable"])
+    assert "\n" not in line and line.count("alexnet-owt-7be5be79.pth") == 1 and "swav_800ep_pretrain.pth.tar" in line
     # or raise instead
     with pytest.raises(NotFoundError, match="alexnet-owt-7be5be79.pth"):
         M.evaluate(gt, rec, metrics=["AlexNet(2)"], weights_dir=empty, on_missing="raise", cache=False)
