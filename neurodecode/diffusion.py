@@ -13,9 +13,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .core import (ArtifactCache, CacheWarning, CheckpointError, NotFoundError, as_cache, atomic_save,
-                              check_array, check_choice, check_range, code_version, find_file, get_weights_dir,
-                              hash_obj, in_test, progress, resolve_device)
+from .checkpoints import CheckpointError
+from .core import (ArtifactCache, CacheWarning, NotFoundError, as_cache, atomic_save, check_array,
+                              check_choice, check_range, code_version, find_file, get_weights_dir, hash_obj, in_test,
+                              progress, resolve_device)
 
 
 # %% auto #0

@@ -241,7 +241,8 @@ def beside_published(ours: pd.DataFrame, published: pd.DataFrame) -> pd.DataFram
 # %% ../nbs/03p_report.ipynb #c80341fb
 def output_dir(out_dir: str | os.PathLike | None, source: str, subject: int | str) -> Path:
     "`<out_dir>/<source>/sub-0N` (or `/all`), created; `out_dir=None`: the checkout's figures/; a temporary directory under IN_TEST."
-    from neurodecode.core import figures_dir, in_test
+    from neurodecode.core import in_test
+    from neurodecode.notebook import figures_dir
     import tempfile as _tf
     check_choice("source", source, SOURCES)
     sub = "all" if subject == "all" else f"sub-{int(subject):02d}"

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import (ArtifactCache, NotFoundError, check_array, check_choice, check_range, check_state_dict,
-                              code_version, find_file, hash_obj, in_test, load_state_dict_file, progress as _progress,
-                              resize_images, resolve_device, sha256_file)
+from .checkpoints import check_state_dict, load_state_dict_file
+from .core import (ArtifactCache, NotFoundError, check_array, check_choice, check_range, code_version,
+                              find_file, hash_obj, in_test, progress as _progress, resize_images, resolve_device,
+                              sha256_file)
 
 
 # %% auto #0

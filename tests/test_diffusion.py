@@ -181,7 +181,7 @@ def test_from_pretrained_diffusers_layout(tmp_path):
     ids = OpenAIBPETokenizer()([""])
     assert ids[0, 0] == 49406 and (ids[0, 1:] == 49407).all()
     # issue 20: damaged files in the folder name themselves and where the real weights come from
-    from neurodecode.core import CheckpointError
+    from neurodecode.checkpoints import CheckpointError
     sc = root / "scheduler" / "scheduler_config.json"
     sc.write_text(sc.read_text()[:40])  # truncated JSON
     with pytest.raises(CheckpointError, match="scheduler_config.json cannot be used") as e:

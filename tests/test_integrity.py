@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from neurodecode.core import (ArtifactCache, CacheWarning, CheckpointError, CorruptArtifactError, check_subject,
-                              notebook_parameters)
+from neurodecode.checkpoints import CheckpointError
+from neurodecode.core import ArtifactCache, CacheWarning, CorruptArtifactError, check_subject
+from neurodecode.notebook import notebook_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -245,7 +246,7 @@ def _scratch_notebook(path: Path, marker: Path):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell("subject = 1\nseed = 0", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell('from neurodecode.core import notebook_parameters\n'
+                nbformat.v4.new_code_cell('from neurodecode.notebook import notebook_parameters\n'
                                           'notebook_parameters(globals(), "subject seed");'),
                 nbformat.v4.new_code_cell(f"open({str(marker)!r}, 'w').write(str(subject))  # the 'heavy work'")]
     nbformat.write(nb, path)
