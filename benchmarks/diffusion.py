@@ -15,7 +15,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from neurodecode.diffusion import TINY_CLIP_DEFAULTS, TINY_VD_DEFAULTS, identification, perturb_init, train_tiny_models
+from neurodecode.diffusion import perturb_init
+from neurodecode.tiny_diffusion import TINY_CLIP_DEFAULTS, TINY_VD_DEFAULTS, identification, train_tiny_models
 from neurodecode.synthetic import make_scenes
 
 

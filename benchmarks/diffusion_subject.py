@@ -18,7 +18,8 @@ import torch
 from skimage.color import rgb2gray
 from skimage.metrics import structural_similarity
 
-from neurodecode.diffusion import identification, perturb_init
+from neurodecode.diffusion import perturb_init
+from neurodecode.tiny_diffusion import identification
 from neurodecode.pipeline import Experiment
 
 

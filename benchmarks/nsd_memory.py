@@ -1,6 +1,6 @@
 """Peak memory of `neurodecode.nsd.load_subject` for one subject at NSD's full size (issue 3: must stay under 3 GB).
 
-Builds a format-faithful random NSD tree (`nsd.write_random_nsd`): subject 1's func1pt8mm grid 81 x 104 x 83, an
+Builds a format-faithful random NSD tree (`nsd_write.write_random_nsd`): subject 1's func1pt8mm grid 81 x 104 x 83, an
 nsdgeneral of 15,724 voxels, a 40-session design of 750 trials (each of 10,000 images shown 3 times, 1,000 shared),
 betas HDF5 (int16 x 300, trials x Z x Y x X, compressed chunks so the zeros outside the mask cost little disk) for the
 37 sessions of the Brain-Diffuser protocol, a 73,000-row imgBrick of 425 px images (chunked; only the subject's rows written, so only they use disk)
@@ -51,7 +51,7 @@ def main():
                     help="write every session's betas (slow on a shared machine) instead of hard links to session 1")
     a = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from neurodecode import nsd
+    from neurodecode import nsd, nsd_write
 
     full = not a.quick
     cfg = dict(subject=1, n_sessions=40 if full else 3, trials=750, runs=12, n_shared=1000 if full else 100,
@@ -68,7 +68,7 @@ def main():
         sys.exit(f"not enough free disk under {base}: {free:.0f} GiB free, about {need + 5} GiB wanted")
     try:
         t0 = time.time()
-        root = nsd.write_random_nsd(base / "nsd", **cfg)
+        root = nsd_write.write_random_nsd(base / "nsd", **cfg)
         if not a.distinct_sessions:  # same bytes, every session still read in full: memory is what is measured
             for s in range(2, n_betas + 1):
                 (root / nsd.betas_file(1, s)).hardlink_to(root / nsd.betas_file(1, 1))

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from neurodecode import nsd, synthetic
+from neurodecode import nsd, nsd_write, synthetic
+from neurodecode.sim import world
 from neurodecode.synthetic import get_profile, make_simulated_nsd, read_ground_truth
 
 GLMSINGLE_EXAMPLE1_S = 13 * 60 + 5  # one NSD session, 145 x 186 = 26,970 voxels (GLMsingle examples/example1)
@@ -40,24 +41,24 @@ def _timed(stages: dict, name: str, fn):
 
 def run(profile: str, subjects: tuple, method: str, root: Path) -> dict:
     stages = {}
-    patches = {"make_brain": synthetic.make_brain, "brain_responses": synthetic.brain_responses,
-               "simulate_session": synthetic.simulate_session, "_session_betas": synthetic._session_betas,
-               "_write_shared": synthetic._write_shared}
-    for k, f in patches.items():
-        setattr(synthetic, k, _timed(stages, k, f))
+    patches = {"make_brain": world.make_brain, "brain_responses": world.brain_responses,
+               "simulate_session": world.simulate_session, "_session_betas": world._session_betas,
+               "_write_shared": world._write_shared}
+    for k, f in patches.items():  # the world writer looks these up in its own module
+        setattr(world, k, _timed(stages, k, f))
     writers = {}
     for k in ("write_timeseries_run", "write_betas_session", "write_design_run", "write_roi"):
-        writers[k] = getattr(nsd, k)
-        setattr(nsd, k, _timed(stages, "nsd." + k, writers[k]))
+        writers[k] = getattr(nsd_write, k)
+        setattr(nsd_write, k, _timed(stages, "nsd." + k, writers[k]))
     try:
         t = time.perf_counter()
         make_simulated_nsd(root, subjects, profile, seed=0, betas_method=method, quiet=False)
         total = time.perf_counter() - t
     finally:
         for k, f in patches.items():
-            setattr(synthetic, k, f)
+            setattr(world, k, f)
         for k, f in writers.items():
-            setattr(nsd, k, f)
+            setattr(nsd_write, k, f)
     P = get_profile(profile)
     rec = {}
     for s in subjects:

@@ -6,347 +6,26 @@
 from __future__ import annotations
 
 import functools
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from importlib import resources
+from types import SimpleNamespace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-from scipy.interpolate import PchipInterpolator
 
-from .core import check_array, check_range, in_test, progress, resolve_device
+from .core import check_array, check_choice, check_range, in_test, progress, resolve_device
+from .glm import (Badness, Trials, fracridge_alphas, ols_map, ols_map_gram, orth_basis, parse_design,
+                             poly_basis, poly_degree, run_svd, select_n_pcs, tail_threshold, trial_design, xval_badness)
+from .hrf import canonical_hrf, default_hrf_library
+from .nsd_layout import betas_file
+from .nsd_write import write_betas_session
 
 # %% auto #0
-__all__ = ['HRF_DT', 'SV_TOL', 'NSD_BETA_FOLDERS', 'load_glmsingle_hrf_library', 'spm_hrf', 'hrfs_at_tr', 'canonical_hrf',
-           'default_hrf_library', 'Trials', 'parse_design', 'trial_design', 'poly_degree', 'poly_basis', 'orth_basis',
-           'run_svd', 'ols_map', 'ols_map_gram', 'xval_badness', 'Badness', 'select_n_pcs', 'fracridge_alphas',
-           'tail_threshold', 'SingleTrialFit', 'fit_single_trial', 'voxel_correlation', 'repeat_pairs_first_second',
-           'repeat_reliability', 'evaluate_betas', 'write_nsd_betas', 'glmsingle_betas']
-
-# %% ../nbs/02_betas.ipynb #28c818ff
-HRF_DT = 0.1  # sampling step (s) of GLMsingle's HRF library and canonical HRF
-
-
-def load_glmsingle_hrf_library() -> np.ndarray:
-    "GLMsingle's 20 impulse HRFs (501 samples at 0.1 s x 20), ordered by time-to-peak; shipped as package data."
-    path = resources.files("neurodecode") / "data" / "glmsingle_hrf_library.tsv"
-    with resources.as_file(path) as p:
-        if not Path(p).exists():
-            raise FileNotFoundError(f"GLMsingle HRF library not found at {p}; reinstall neurodecode "
-                                    "(`pip install -e .`), which ships neurodecode/data/*")
-        return np.loadtxt(p, delimiter="\t")
-
-# %% ../nbs/02_betas.ipynb #b8a793a2
-def spm_hrf(dt: float = HRF_DT, length: float = 32.0) -> np.ndarray:
-    "SPM's canonical double-gamma impulse HRF sampled every `dt` seconds for `length` seconds (unit sum)."
-    from scipy.stats import gamma
-    t = np.arange(0, length + dt / 2, dt)
-    h = gamma.pdf(t, 6) - gamma.pdf(t, 16) / 6
-    return h / h.sum()
-
-
-def hrfs_at_tr(
-    impulse: np.ndarray,  # (L,) or (L, H) impulse responses sampled every `dt` s
-    stimdur: float,  # trial duration (s)
-    tr: float,  # repetition time (s)
-    dt: float = HRF_DT,  # sampling step of `impulse` (s)
-) -> np.ndarray:
-    "Predicted response to one `stimdur` trial at the TR, each column scaled to peak 1 (L' x H), as GLMsingle does."
-    h = np.asarray(impulse, dtype=np.float64)
-    one = h.ndim == 1
-    h = h[:, None] if one else h
-    box = np.ones(max(1, int(round(stimdur / dt))))
-    conv = np.stack([np.convolve(h[:, j], box) for j in range(h.shape[1])], 1)
-    t_old = np.arange(conv.shape[0]) * dt
-    t_new = np.arange(0, t_old[-1] + 1e-9, tr)
-    out = PchipInterpolator(t_old, conv, axis=0)(t_new)
-    peak = np.abs(out).max(0)
-    out = out / np.where(peak > 0, out.max(0), 1)
-    return out[:, 0] if one else out
-
-
-def canonical_hrf(stimdur: float, tr: float) -> np.ndarray:
-    "The canonical (SPM) response to one `stimdur` trial at the TR, peak 1."
-    return hrfs_at_tr(spm_hrf(), stimdur, tr)
-
-
-def default_hrf_library(stimdur: float, tr: float) -> np.ndarray:
-    "GLMsingle's 20-HRF library as responses to one `stimdur` trial at the TR (L x 20), each peak 1."
-    return hrfs_at_tr(load_glmsingle_hrf_library(), stimdur, tr)
-
-# %% ../nbs/02_betas.ipynb #58537b78
-@dataclass
-class Trials:
-    "The trials of a session in chronological order."
-    run: np.ndarray  # (N,) run index of each trial
-    onset: np.ndarray  # (N,) onset volume of each trial within its run
-    condition: np.ndarray  # (N,) condition id of each trial (column index, or the NSD id)
-    n_volumes: list  # volumes per run
-
-    @property
-    def n_trials(self) -> int:
-        return len(self.run)
-
-    def run_slice(self, r: int) -> slice:
-        "The columns of run `r`'s trials."
-        idx = np.flatnonzero(self.run == r)
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-
-    def repeat_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        "All ordered pairs (test, train) of trials of the same condition in different runs."
-        cond, run = self.condition, self.run
-        order = np.argsort(cond, kind="stable")
-        _, start, counts = np.unique(cond[order], return_index=True, return_counts=True)
-        tests, trains = [], []
-        for s, c in zip(start[counts > 1], counts[counts > 1]):  # loop over repeated conditions (design side only)
-            members = order[s:s + c]
-            a, b = np.meshgrid(members, members, indexing="ij")
-            ok = run[a] != run[b]
-            tests.append(a[ok]); trains.append(b[ok])
-        if not tests:
-            return np.zeros(0, int), np.zeros(0, int)
-        return np.concatenate(tests), np.concatenate(trains)
-
-
-def _read_design(d, r: int) -> np.ndarray:
-    if isinstance(d, (str, Path)):
-        p = Path(d)
-        if not p.exists():
-            raise FileNotFoundError(f"design of run {r} not found: {p}")
-        d = np.loadtxt(p, ndmin=1)
-        if d.ndim == 2 and d.shape[1] == 1:
-            d = d[:, 0]
-    return np.asarray(d)
-
-
-def parse_design(
-    design,  # list of runs: T x n_conditions onset matrices, length-T condition-id vectors (0 = none) or TSV paths
-    n_volumes: Sequence[int],  # volumes of each data run
-) -> Trials:
-    "Check a design against the data's run lengths and list its trials chronologically."
-    if isinstance(design, (np.ndarray, str, Path)):
-        design = [design]
-    design = list(design)
-    if len(design) != len(n_volumes):
-        raise ValueError(f"design has {len(design)} runs but data has {len(n_volumes)}; give one design per data run")
-    runs, onsets, conds, ncond = [], [], [], set()
-    for r, (d, nv) in enumerate(zip(design, n_volumes)):
-        d = _read_design(d, r)
-        if d.ndim not in (1, 2):
-            raise ValueError(f"design of run {r} must be T x n_conditions or a length-T vector; got shape {d.shape}")
-        if d.shape[0] != nv:
-            raise ValueError(f"design of run {r} has {d.shape[0]} volumes but the data of run {r} has {nv}; "
-                             "design and time series must have the same length")
-        if not np.isfinite(d).all() or (d < 0).any() or (d != np.round(d)).any():
-            raise ValueError(f"design of run {r} must hold non-negative integers (onsets or condition ids)")
-        if d.ndim == 2:
-            if (d > 1).any():
-                raise ValueError(f"design of run {r} is an onset matrix and must hold only 0 and 1")
-            per_vol = d.sum(1)
-            if (per_vol > 1).any():
-                v = int(np.flatnonzero(per_vol > 1)[0])
-                raise ValueError(f"design of run {r}: two conditions start at volume {v}; one trial per volume only")
-            on = np.flatnonzero(per_vol)
-            c = d[on].argmax(1)
-            ncond.add(d.shape[1])
-        else:
-            on = np.flatnonzero(d)
-            c = d[on].astype(np.int64)
-        if len(on) == 0:
-            raise ValueError(f"run {r} has no trials (its design has no onsets); drop run {r} from both data and design")
-        runs.append(np.full(len(on), r)); onsets.append(on); conds.append(c)
-    if len(ncond) > 1:
-        raise ValueError(f"onset matrices must have the same number of conditions in every run; got {sorted(ncond)}")
-    return Trials(np.concatenate(runs), np.concatenate(onsets), np.concatenate(conds).astype(np.int64),
-                  [int(n) for n in n_volumes])
-
-# %% ../nbs/02_betas.ipynb #38e9e0b6
-def trial_design(
-    onsets: np.ndarray,  # (n,) onset volumes
-    hrf: np.ndarray,  # (L,) or (L, H) response to one trial at the TR
-    n_volumes: int,  # T
-) -> np.ndarray:
-    "Single-trial design: one column per trial, its onset convolved with the HRF (T x n, or H x T x n)."
-    h = np.asarray(hrf, dtype=np.float64)
-    one = h.ndim == 1
-    h = h[:, None] if one else h
-    L, H = h.shape
-    n = len(onsets)
-    X = np.zeros((H, n_volumes, n))
-    rows = np.asarray(onsets)[:, None] + np.arange(L)[None, :]  # (n, L)
-    ok = rows < n_volumes
-    col = np.broadcast_to(np.arange(n)[:, None], rows.shape)[ok]
-    lag = np.broadcast_to(np.arange(L)[None, :], rows.shape)[ok]
-    X[:, rows[ok], col] = h[lag].T
-    return X[0] if one else X
-
-
-def poly_degree(n_volumes: int, tr: float) -> int:
-    "GLMsingle's default maximum polynomial degree: round(run minutes / 2), halves rounded up."
-    return int(math.floor(n_volumes * tr / 60 / 2 + 0.5))
-
-
-def poly_basis(n_volumes: int, degree: int) -> np.ndarray:
-    "Orthonormal polynomials of degree 0..`degree` over a run (T x degree+1)."
-    t = np.linspace(-1, 1, n_volumes)
-    q, _ = np.linalg.qr(np.vander(t, degree + 1, increasing=True))
-    return q
-
-# %% ../nbs/02_betas.ipynb #7d3f0d87
-SV_TOL = 1e-8  # singular values below SV_TOL * max are treated as zero
-
-
-def orth_basis(*blocks: np.ndarray) -> np.ndarray:
-    "Orthonormal basis of the columns of the given T x k blocks."
-    A = np.concatenate([b for b in blocks if b is not None and b.size], 1)
-    q, r = np.linalg.qr(A)
-    keep = np.abs(np.diag(r)) > 1e-10 * max(1.0, np.abs(np.diag(r)).max())
-    return q[:, keep]
-
-
-def run_svd(
-    X: np.ndarray,  # (..., T, n) raw single-trial designs
-    N: np.ndarray,  # (T, m) orthonormal nuisance basis, or (..., T, m) one per design
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "Thin SVD of the nuisance-projected designs: U (..., T, n), s (..., n), W (..., n, n); dropped directions zeroed."
-    Xp = X - N @ (np.swapaxes(N, -1, -2) @ X)
-    U, s, Wt = np.linalg.svd(Xp, full_matrices=False)
-    keep = s > SV_TOL * np.maximum(s.max(-1, keepdims=True), 1e-300)
-    U = U * keep[..., None, :]
-    s = np.where(keep, s, 0.0)
-    return U, s, np.swapaxes(Wt, -1, -2)
-
-
-def ols_map(U: np.ndarray, s: np.ndarray, W: np.ndarray) -> np.ndarray:
-    "The OLS operator `W S⁺ Uᵀ` (..., n, T) from a thin SVD."
-    inv = np.where(s > 0, 1.0 / np.where(s > 0, s, 1.0), 0.0)
-    return (W * inv[..., None, :]) @ np.swapaxes(U, -1, -2)
-
-
-def ols_map_gram(
-    Xp: np.ndarray,  # (..., T, n) nuisance-projected designs
-    tol: float = 1e-10,  # eigenvalues of XᵀX below tol * max are dropped (singular values below ~1e-5 * max)
-) -> np.ndarray:
-    "The OLS operator `(XᵀX)⁺ Xᵀ` (..., n, T) through an eigendecomposition of the small n x n Gram matrix."
-    Xt = np.swapaxes(Xp, -1, -2)
-    w, E = np.linalg.eigh(Xt @ Xp)
-    inv = np.where(w > tol * np.maximum(w.max(-1, keepdims=True), 1e-300), 1.0 / np.where(w > 0, w, 1.0), 0.0)
-    return ((E * inv[..., None, :]) @ np.swapaxes(E, -1, -2)) @ Xt
-
-# %% ../nbs/02_betas.ipynb #7ace9f89
-def xval_badness(
-    candidates,  # (K, V, N) or list of (V, N) betas under K settings (torch or numpy)
-    reference,  # (V, N) unregularised betas: z-scoring statistics and held-out data
-    test: np.ndarray,  # (P,) held-out trial of each pair
-    train: np.ndarray,  # (P,) training trial of each pair (same condition, another run)
-):
-    "Leave-one-run-out squared error (z units) of each setting, GLMsingle's `calcbadness` (V x K, lower is better)."
-    import torch
-    score = Badness(reference, test, train)
-    return torch.stack([score(c) for c in candidates], 1)
-
-
-class Badness:
-    "`calcbadness` against one reference, precomputed so that each candidate costs O(V N) instead of O(V P)."
-
-    def __init__(self,
-                 reference,  # (V, N) unregularised betas (torch or numpy)
-                 test: np.ndarray,  # (P,) held-out trial of each pair
-                 train: np.ndarray,  # (P,) training trial of each pair
-                 ):
-        import torch
-        ref = torch.as_tensor(reference).double()
-        N = ref.shape[1]
-        sd = ref.std(1, unbiased=False)
-        self.inv_var = 1 / torch.where(sd > 0, sd, torch.ones_like(sd)) ** 2
-        self.mu = ref.mean(1, keepdim=True)  # cancels in differences; subtracted to keep the expansion well-conditioned
-        ref = ref - self.mu
-        tst = torch.as_tensor(np.asarray(test), device=ref.device, dtype=torch.long)
-        trn = torch.as_tensor(np.asarray(train), device=ref.device, dtype=torch.long)
-        self.n_train = torch.bincount(trn, minlength=N).double()  # pairs in which each trial is the training one
-        self.S = torch.zeros_like(ref).index_add_(1, trn, ref[:, tst])  # sum of its held-out partners
-        self.const = (ref ** 2 * torch.bincount(tst, minlength=N).double()).sum(1)
-
-    def __call__(self, c):
-        "Badness (V,) of candidate betas `c` (V, N): sum over pairs of (c[train] - ref[test])² / sd²."
-        import torch
-        c = torch.as_tensor(c).double() - self.mu
-        return ((c * c * self.n_train).sum(1) - 2 * (c * self.S).sum(1) + self.const) * self.inv_var
-
-
-def select_n_pcs(
-    xval: np.ndarray,  # (K+1,) performance for 0..K PCs, higher is better
-    pcstop: float = 1.05,  # stop at the first count within this factor of the best gain over 0 PCs
-) -> int:
-    "GLMsingle's rule: the first number of PCs whose gain over 0 PCs is at least max gain / `pcstop`."
-    curve = np.asarray(xval, float) - xval[0]
-    best, chosen = -np.inf, 0
-    for p, c in enumerate(curve):
-        if c > best:
-            chosen, best = p, c
-            if best * pcstop >= curve.max():
-                break
-    return chosen
-
-# %% ../nbs/02_betas.ipynb #fdd21c7f
-def fracridge_alphas(
-    s,  # (N,) singular values of the design (0 for dropped directions), torch
-    rot,  # (V, N) OLS solution in the rotated space, ỹ / s (0 for dropped directions), torch
-    fracs: Sequence[float],  # target fractions in (0, 1]
-):
-    "The ridge penalty α giving each voxel each target fraction of its OLS length, as fracridge finds it (V x F)."
-    import torch
-    sp = s[s > 0]
-    lo = math.floor(math.log10(1e-2 * float(sp.min()) ** 2))
-    hi = math.ceil(math.log10(1e4 * float(sp.max()) ** 2))
-    dev = rot.device
-    grid = torch.cat([torch.zeros(1, dtype=torch.float64, device=dev),
-                      10 ** torch.arange(lo, hi, 0.2, dtype=torch.float64, device=dev)])
-    s2 = s.double().to(dev) ** 2
-    scl = torch.where(s2[None] > 0, s2[None] / (s2[None] + grid[:, None]).clamp_min(1e-300), 0.0)  # (G, N)
-    lens = torch.sqrt((rot.double() ** 2) @ (scl ** 2).T)  # (V, G)
-    lens = lens / torch.where(lens[:, :1] > 0, lens[:, :1], 1.0)
-    la = torch.log1p(grid)
-    G = len(grid)
-    out = []
-    for f in fracs:
-        if f >= 1:
-            out.append(torch.zeros(len(rot), dtype=torch.float64, device=dev)); continue
-        j = ((lens >= f).sum(1) - 1).clamp(0, G - 1)
-        j2 = (j + 1).clamp(max=G - 1)
-        l1, l2 = lens.gather(1, j[:, None])[:, 0], lens.gather(1, j2[:, None])[:, 0]
-        den = l1 - l2
-        t = torch.where(den > 0, (l1 - f) / torch.where(den > 0, den, 1.0), 0.0)
-        out.append(torch.expm1(la[j] + t * (la[j2] - la[j])))
-    return torch.stack(out, 1)
-
-# %% ../nbs/02_betas.ipynb #0551ff26
-def tail_threshold(
-    values: np.ndarray,  # (V,) e.g. on/off R²
-    seed: int = 0,  # seeds the mixture fit
-) -> float:
-    "GLMsingle's `findtailthreshold`: where a 2-Gaussian mixture's posteriors cross above the median."
-    from sklearn.mixture import GaussianMixture
-    v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    if len(v) > 1_000_000:
-        v = np.random.default_rng(seed).choice(v, 1_000_000, replace=False)
-    med = float(np.median(v)) if len(v) else 0.0
-    if len(v) < 10 or v.std() == 0:
-        warnings.warn(f"only {len(v)} voxels or no spread in on/off R²: using the median {med:.4g} as the noise-pool "
-                      "threshold")
-        return med
-    gm = GaussianMixture(2, n_init=3, random_state=seed).fit(v[:, None])
-    grid = np.linspace(med, v.max(), 500)
-    p = gm.predict_proba(grid[:, None])[:, 0]
-    if not ((p > 0.5).any() and (p < 0.5).any()):
-        warnings.warn(f"the on/off R² mixture shows no crossing above the median; using the median {med:.4g} as the "
-                      "noise-pool threshold")
-        return med
-    return float(grid[np.argmin(np.abs(p - 0.5))])
+__all__ = ['NSD_BETA_FOLDERS', 'SingleTrialFit', 'FitSetup', 'prepare_fit', 'fit_hrf_library', 'glmdenoise_regressors',
+           'cross_validate_n_pcs', 'autoscale', 'fractional_ridge', 'to_percent_bold', 'fit_single_trial',
+           'voxel_correlation', 'repeat_pairs_first_second', 'repeat_reliability', 'evaluate_betas', 'write_nsd_betas',
+           'glmsingle_betas']
 
 # %% ../nbs/02_betas.ipynb #740c9314
 @dataclass(repr=False)
@@ -478,34 +157,48 @@ def _single_threaded_blas(fn):
     return wrapper
 
 
-@_single_threaded_blas
-def fit_single_trial(
-    data,  # list of runs, each V x T (or X x Y x Z x T volumes, with `mask`)
-    design,  # list of runs: T x n_conditions onset matrices, length-T condition ids (0 = no trial) or NSD design TSVs
-    tr: float,  # repetition time (s)
-    stimdur: float,  # trial duration (s)
-    *,
-    hrf_library=None,  # (L, H) responses to one trial at the TR (peak-normalised here); default GLMsingle's 20 HRFs
-    n_pcs: int = 10,  # most GLMdenoise PCs to try
-    fracs=None,  # ridge fractions to cross-validate (default linspace(1, 0.05, 20)); a scalar is used without CV
-    device="auto",  # torch device for the voxel-side algebra ("auto", "cpu", "cuda", ...)
-    seed: int = 0,  # seeds the noise-pool threshold's mixture fit (the only random step)
-    mask=None,  # (X, Y, Z) bool: the voxels to fit when `data` holds volumes (default: all)
-    pcstop: float = 1.05,  # GLMsingle's PC stopping rule; a value -B <= 0 uses exactly B PCs without CV
-    percent_bold: bool = True,  # express betas in % BOLD (divided by |mean signal|, x 100), as GLMsingle does
-    chunk_size: int = 5000,  # voxels processed together; bounds memory (about 100 kB per voxel for NSD sessions)
-    quiet: bool | None = None,  # hide progress bars (default: hidden under tests)
-) -> SingleTrialFit:
-    "GLMsingle's single-trial betas A-D for one session, vectorised across voxels (types as in GLMsingle; A single-trial)."
-    import torch
-    t_start = time.perf_counter()
-    timings, notes = {}, []
+@dataclass(repr=False)
+class FitSetup:
+    "What the steps of `fit_single_trial` share: the runs, trials, HRFs, nuisance bases, CV pairs and switches."
+    runs: list  # R arrays V x T
+    mask: np.ndarray | None  # (X, Y, Z) bool when the data were volumes
+    trials: Trials  # run, onset and condition of each trial
+    lib: np.ndarray  # (L, H) library responses at the TR, peak 1
+    can: np.ndarray  # (L,) canonical HRF at the TR
+    fr: np.ndarray  # (F,) ridge fractions, descending
+    n_pcs: int  # most GLMdenoise PCs to try
+    pcstop: float  # GLMsingle's PC stopping rule (<= 0: exactly -pcstop PCs)
+    want_denoise: bool  # fit GLMdenoise PCs (type C differs from B)
+    cv_pcs: bool  # choose the number of PCs by cross-validation
+    cv_frac: bool  # choose the ridge fraction by cross-validation
+    dev: object  # torch device of the voxel-side algebra
+    tr: float
+    chunk_size: int  # voxels processed together
+    quiet: bool  # hide progress bars
+    notes: list = field(default_factory=list)  # warnings raised so far
+    X1: list = field(default_factory=list)  # per run, (H+1, T, n_r) designs under each HRF (from `fit_hrf_library`)
 
-    def note(msg):
-        notes.append(msg)
-        warnings.warn(msg, stacklevel=4)
+    def __post_init__(self):
+        self.nvol = [r.shape[1] for r in self.runs]
+        self.V, self.R, self.N, self.H = self.runs[0].shape[0], len(self.runs), self.trials.n_trials, self.lib.shape[1]
+        L = max(len(self.lib), len(self.can))
+        lib_p = np.zeros((L, self.H)); lib_p[:len(self.lib)] = self.lib
+        can_p = np.zeros(L); can_p[:len(self.can)] = self.can
+        self.hrfs = np.concatenate([lib_p, can_p[:, None]], 1)  # (L, H+1): the library, then the canonical HRF
+        self.Qs = [poly_basis(T, poly_degree(T, self.tr)) for T in self.nvol]
+        self.cols = [self.trials.run_slice(r) for r in range(self.R)]
+        self.test_ix, self.train_ix = self.trials.repeat_pairs()
+        self.loader = _Chunks(self.runs, self.Qs, self.dev)
 
-    # ---- arguments
+    def note(self, msg: str):
+        "Record a warning of the fit and raise it at the caller of `fit_single_trial`."
+        self.notes.append(msg)
+        warnings.warn(msg, stacklevel=5)
+
+
+def prepare_fit(data, design, tr: float, stimdur: float, hrf_library=None, n_pcs: int = 10, fracs=None, device="auto",
+                mask=None, pcstop: float = 1.05, chunk_size: int = 5000, quiet: bool | None = None) -> FitSetup:
+    "Algorithm 1, inputs: check the arguments (those of `fit_single_trial`), read runs and design, build the HRFs."
     check_range("tr", float(tr), 0, lo_open=True)
     check_range("stimdur", float(stimdur), 0, lo_open=True)
     if int(n_pcs) != n_pcs or n_pcs < 0:
@@ -519,9 +212,7 @@ def fit_single_trial(
     fr = np.unique(fr)[::-1].copy()
     scalar_frac = scalar_frac or fr.size == 1
     runs, mask = _as_runs(data, mask)
-    V, nvol, R = runs[0].shape[0], [r.shape[1] for r in runs], len(runs)
-    trials = parse_design(design, nvol)
-    N = trials.n_trials
+    trials = parse_design(design, [r.shape[1] for r in runs])
     dev = resolve_device(device)
     if hrf_library is None:
         lib = default_hrf_library(stimdur, tr)
@@ -531,40 +222,34 @@ def fit_single_trial(
         if lib.ndim != 2 or lib.shape[0] < 2 or (lib.max(0) <= 0).any():
             raise ValueError(f"hrf_library must be time x n_hrfs at the TR with a positive peak; got {lib.shape}")
         lib = lib / lib.max(0)
-    can = canonical_hrf(stimdur, tr)
-    L, H = max(len(lib), len(can)), lib.shape[1]
-    lib_p = np.zeros((L, H)); lib_p[:len(lib)] = lib
-    can_p = np.zeros(L); can_p[:len(can)] = can
-    hrfs = np.concatenate([lib_p, can_p[:, None]], 1)  # (L, H+1): the library, then the canonical HRF
-    Qs = [poly_basis(T, poly_degree(T, tr)) for T in nvol]
-    cols = [trials.run_slice(r) for r in range(R)]
-    test_ix, train_ix = trials.repeat_pairs()
-    have_repeats = len(test_ix) > 0
     want_denoise = n_pcs > 0
-    cv_pcs = want_denoise and pcstop > 0
-    cv_frac = not scalar_frac
-    if not have_repeats and (cv_pcs or cv_frac):
-        off = [w for w, on in (("GLMdenoise (type C = type B)", cv_pcs), ("ridge regression (type D = type C)", cv_frac)) if on]
-        note("no condition occurs in more than one run, so there is nothing to cross-validate: " + " and ".join(off)
-             + " switched off, as GLMsingle does. Give repeated conditions, or pcstop=-B / a scalar fracs.")
-        if cv_pcs:
-            want_denoise = cv_pcs = False
-        if cv_frac:
-            fr, cv_frac, scalar_frac = np.array([1.0]), False, True
-    loader = _Chunks(runs, Qs, dev)
-    quiet = in_test() if quiet is None else quiet
-    f32 = np.float32
+    S = FitSetup(runs, mask, trials, lib, canonical_hrf(stimdur, tr), fr, n_pcs, pcstop, want_denoise,
+                 cv_pcs=want_denoise and pcstop > 0, cv_frac=not scalar_frac, dev=dev, tr=float(tr),
+                 chunk_size=int(chunk_size), quiet=in_test() if quiet is None else quiet)
+    if not len(S.test_ix) and (S.cv_pcs or S.cv_frac):
+        off = [w for w, on in (("GLMdenoise (type C = type B)", S.cv_pcs), ("ridge regression (type D = type C)", S.cv_frac))
+               if on]
+        S.note("no condition occurs in more than one run, so there is nothing to cross-validate: " + " and ".join(off)
+               + " switched off, as GLMsingle does. Give repeated conditions, or pcstop=-B / a scalar fracs.")
+        if S.cv_pcs:
+            S.want_denoise = S.cv_pcs = False
+        if S.cv_frac:
+            S.fr, S.cv_frac = np.array([1.0]), False
+    return S
 
-    # ---- stage 1: mean, exclusions, on/off, type A, HRF library R², type B
-    t0 = time.perf_counter()
-    X1 = [trial_design(trials.onset[cols[r]], hrfs, nvol[r]) for r in range(R)]  # (H+1, T, n_r)
-    svd1 = [run_svd(X1[r], Qs[r]) for r in range(R)]
+# %% ../nbs/02_betas.ipynb #611e88a6
+def fit_hrf_library(S: FitSetup) -> SimpleNamespace:
+    "Algorithm 1, HRF library: mean signal, exclusions, on/off model, type A (canonical HRF) and type B (best library HRF)."
+    import torch
+    V, N, R, H, nvol, cols, dev, f32 = S.V, S.N, S.R, S.H, S.nvol, S.cols, S.dev, np.float32
+    S.X1 = [trial_design(S.trials.onset[cols[r]], S.hrfs, nvol[r]) for r in range(R)]  # (H+1, T, n_r)
+    svd1 = [run_svd(S.X1[r], S.Qs[r]) for r in range(R)]
     Ucat = [_t(U.transpose(1, 0, 2).reshape(nvol[r], -1), dev) for r, (U, s, W) in enumerate(svd1)]
     M1 = [_t(ols_map(*svd1[r]), dev) for r in range(R)]  # (H+1, n_r, T)
     xon = []
     for r in range(R):
-        x = X1[r][H].sum(1)
-        xon.append(x - Qs[r] @ (Qs[r].T @ x))
+        x = S.X1[r][H].sum(1)
+        xon.append(x - S.Qs[r] @ (S.Qs[r].T @ x))
     den_on = float(sum((x ** 2).sum() for x in xon))
     xon_t = [_t(x, dev) for x in xon]
     meanvol = np.zeros(V, f32)
@@ -576,13 +261,13 @@ def fit_single_trial(
     betaA = np.full((V, N), np.nan, f32)
     betaB = np.full((V, N), np.nan, f32)
     hrf_index = np.full(V, -1, np.int64)
-    for idx in progress(_chunks(np.arange(V), chunk_size), desc="betas 1/4: HRF library", quiet=quiet):
-        Y = loader.raw(idx)
+    for idx in progress(_chunks(np.arange(V), S.chunk_size), desc="betas 1/4: HRF library", quiet=S.quiet):
+        Y = S.loader.raw(idx)
         fin = torch.stack([torch.isfinite(y).all(1) for y in Y]).all(0)
         Y = [torch.nan_to_num(y, 0.0, 0.0, 0.0) for y in Y]
         raw_ss = sum((y.double() ** 2).sum(1) for y in Y)
         meanvol[idx] = (sum(y.double().sum(1) for y in Y) / sum(nvol)).cpu().numpy()
-        Yp = loader.detrend(Y)
+        Yp = S.loader.detrend(Y)
         del Y
         ss = sum((y.double() ** 2).sum(1) for y in Yp)
         bad = ~fin | (ss <= 1e-10 * raw_ss)
@@ -609,9 +294,9 @@ def fit_single_trial(
     if not valid.any():
         raise ValueError(f"all {V} voxels are NaN/inf, all zero or constant; nothing to fit")
     if excluded.any():
-        note(f"{int(excluded.sum())} of {V} voxels excluded ({int(nonfinite.sum())} with NaN/inf values, "
-             f"{int((excluded & ~nonfinite).sum())} all zero or constant): their betas are NaN and hrf_index is -1; "
-             "see fit.excluded")
+        S.note(f"{int(excluded.sum())} of {V} voxels excluded ({int(nonfinite.sum())} with NaN/inf values, "
+               f"{int((excluded & ~nonfinite).sum())} all zero or constant): their betas are NaN and hrf_index is -1; "
+               "see fit.excluded")
     sspv = np.where(valid, ssp, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         hrf_r2 = (expl[:, :H] / sspv[:, None]).astype(f32)
@@ -619,69 +304,96 @@ def fit_single_trial(
         r2B = np.where(valid, np.take_along_axis(hrf_r2, np.maximum(hrf_index, 0)[:, None], 1)[:, 0], np.nan)
         onoff_b = np.where(valid, num_on / den_on, np.nan)
         onoff_r2 = (num_on ** 2 / (den_on * sspv)).astype(f32)
-    timings["hrf_library"] = time.perf_counter() - t0
+    return SimpleNamespace(meanvol=meanvol, ssp=ssp, excluded=excluded, valid=valid, betaA=betaA, betaB=betaB,
+                           hrf_index=hrf_index, hrf_r2=hrf_r2, r2A=r2A, r2B=r2B, onoff_beta=onoff_b, onoff_r2=onoff_r2)
 
-    # ---- stage 2: noise pool and PCs
-    t0 = time.perf_counter()
+# %% ../nbs/02_betas.ipynb #21b1f575
+def glmdenoise_regressors(S: FitSetup, lib_fit: SimpleNamespace, seed: int = 0) -> SimpleNamespace:
+    "Algorithm 1, GLMdenoise: the on/off R² threshold, the noise pool, the PC voxels, and per run the pool's first PCs."
+    import torch
+    valid, onoff_r2, meanvol, V = lib_fit.valid, lib_fit.onoff_r2, lib_fit.meanvol, S.V
     thr, pool, pcvox = float("nan"), np.zeros(V, bool), np.zeros(V, bool)
-    if want_denoise:  # the threshold, noise pool and PC voxels only matter to GLMdenoise
+    if S.want_denoise:  # the threshold, noise pool and PC voxels only matter to GLMdenoise
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             thr = tail_threshold(onoff_r2[valid], seed=seed)
         for c in caught:
-            note(str(c.message))
+            S.note(str(c.message))
         bright = meanvol > 0.1 * np.percentile(meanvol[valid], 99)
         pool = valid & bright & (onoff_r2 < thr)
         pcvox = valid & (onoff_r2 > thr)
         if not pcvox.any():
             top = np.flatnonzero(valid)[np.argsort(-onoff_r2[valid], kind="stable")[:100]]
             pcvox[top] = True
-    pcs = [np.zeros((T, 0)) for T in nvol]
-    if want_denoise and pool.sum() < n_pcs + 1:
-        note(f"the noise pool has {int(pool.sum())} voxels, too few for {n_pcs} PCs: GLMdenoise switched off "
-             "(type C = type B)")
-        want_denoise = cv_pcs = False
-    if want_denoise:
-        C = [torch.zeros(T, T, dtype=torch.float64, device=dev) for T in nvol]
-        for idx in progress(_chunks(np.flatnonzero(pool), chunk_size), desc="betas 2/4: noise pool", quiet=quiet):
-            for r, y in enumerate(loader(idx)):
+    pcs = [np.zeros((T, 0)) for T in S.nvol]
+    if S.want_denoise and pool.sum() < S.n_pcs + 1:
+        S.note(f"the noise pool has {int(pool.sum())} voxels, too few for {S.n_pcs} PCs: GLMdenoise switched off "
+               "(type C = type B)")
+        S.want_denoise = S.cv_pcs = False
+    if S.want_denoise:
+        C = [torch.zeros(T, T, dtype=torch.float64, device=S.dev) for T in S.nvol]
+        for idx in progress(_chunks(np.flatnonzero(pool), S.chunk_size), desc="betas 2/4: noise pool", quiet=S.quiet):
+            for r, y in enumerate(S.loader(idx)):
                 z = y / y.norm(dim=1, keepdim=True).clamp_min(1e-12)
                 C[r] += (z.T @ z).double()
-        for r in range(R):
+        for r in range(S.R):
             w, vec = np.linalg.eigh(C[r].cpu().numpy())
-            p = vec[:, ::-1][:, :n_pcs]
+            p = vec[:, ::-1][:, :S.n_pcs]
             pcs[r] = p / p.std(0, ddof=1)
-    timings["noise_pool"] = time.perf_counter() - t0
+    return SimpleNamespace(threshold=float(thr), noise_pool=pool, pc_voxels=pcvox, pcs=pcs)
 
-    # ---- stage 3: number of PCs by cross-validation (only the PC voxels' median decides, so only they are fitted)
-    t0 = time.perf_counter()
-    pc_badness = np.full((V, n_pcs + 1), np.nan, f32)
+
+def cross_validate_n_pcs(S: FitSetup, lib_fit: SimpleNamespace, noise: SimpleNamespace) -> SimpleNamespace:
+    "Algorithm 1, GLMdenoise: how many PCs, by leave-one-run-out cross-validation of the PC voxels' betas (their median)."
+    import torch
+    n_pcs, R, N, nvol, hrf_index, pcvox, pcs = S.n_pcs, S.R, S.N, S.nvol, lib_fit.hrf_index, noise.pc_voxels, noise.pcs
+    pc_badness = np.full((S.V, n_pcs + 1), np.nan, np.float32)
     pc_xval = np.full(n_pcs + 1, np.nan)
-    if want_denoise and cv_pcs:
-        bases = [[Qs[r]] + [orth_basis(Qs[r], pcs[r][:, :k]) for k in range(1, n_pcs + 1)] for r in range(R)]
-        for h in progress(np.unique(hrf_index[pcvox]), desc="betas 3/4: number of PCs", quiet=quiet):
+    if S.want_denoise and S.cv_pcs:  # only the PC voxels' median decides, so only they are fitted
+        bases = [[S.Qs[r]] + [orth_basis(S.Qs[r], pcs[r][:, :k]) for k in range(1, n_pcs + 1)] for r in range(R)]
+        for h in progress(np.unique(hrf_index[pcvox]), desc="betas 3/4: number of PCs", quiet=S.quiet):
             Mcat = []
             for r in range(R):
-                X = X1[r][h]
+                X = S.X1[r][h]
                 M = ols_map_gram(np.stack([X - n @ (n.T @ X) for n in bases[r]]))  # (K+1, n, T)
-                Mcat.append(_t(M.transpose(2, 0, 1).reshape(nvol[r], -1), dev))
-            for idx in _chunks(np.flatnonzero(pcvox & (hrf_index == h)), max(1, chunk_size // 4)):
-                Yp = loader(idx)
-                B = torch.zeros(n_pcs + 1, len(idx), N, device=dev)
+                Mcat.append(_t(M.transpose(2, 0, 1).reshape(nvol[r], -1), S.dev))
+            for idx in _chunks(np.flatnonzero(pcvox & (hrf_index == h)), max(1, S.chunk_size // 4)):
+                Yp = S.loader(idx)
+                B = torch.zeros(n_pcs + 1, len(idx), N, device=S.dev)
                 for r in range(R):
-                    B[:, :, cols[r]] = (Yp[r] @ Mcat[r]).view(len(idx), n_pcs + 1, -1).permute(1, 0, 2)
-                pc_badness[idx] = xval_badness(B, B[0], test_ix, train_ix).cpu().numpy()
+                    B[:, :, S.cols[r]] = (Yp[r] @ Mcat[r]).view(len(idx), n_pcs + 1, -1).permute(1, 0, 2)
+                pc_badness[idx] = xval_badness(B, B[0], S.test_ix, S.train_ix).cpu().numpy()
         pc_xval = -np.median(pc_badness[pcvox], 0)
-        n_use = select_n_pcs(pc_xval, pcstop)
-    elif want_denoise:
-        n_use = min(int(-pcstop), n_pcs)
+        n_use = select_n_pcs(pc_xval, S.pcstop)
+    elif S.want_denoise:
+        n_use = min(int(-S.pcstop), n_pcs)
     else:
         n_use = 0
-    timings["pc_xval"] = time.perf_counter() - t0
+    return SimpleNamespace(n_pcs=int(n_use), pc_xval=pc_xval, pc_badness=pc_badness)
 
-    # ---- stage 4: types C and D. Runs are stacked as a batch (R, V, n_max), zero-padded, so that each step is one
-    # batched product (torch.bmm) whatever the number of runs.
-    t0 = time.perf_counter()
+# %% ../nbs/02_betas.ipynb #e334a54e
+def autoscale(
+    bD,  # (V, N) torch tensor: ridge betas
+    bC,  # (V, N) torch tensor: the unregularised betas of the same voxels
+):
+    "GLMsingle's autoscale: per voxel, the slope and offset of the ridge betas onto the unregularised ones (a negative slope keeps the ridge betas)."
+    import torch
+    xm, ym = bD.mean(1, keepdim=True), bC.mean(1, keepdim=True)
+    vx = ((bD - xm) ** 2).sum(1, keepdim=True)
+    slope = torch.where(vx > 0, ((bD - xm) * (bC - ym)).sum(1, keepdim=True) / vx.clamp_min(1e-30), torch.ones_like(vx))
+    offset = ym - slope * xm
+    neg = slope < 0
+    slope, offset = torch.where(neg, torch.ones_like(slope), slope), torch.where(neg, 0 * offset, offset)
+    return bD * slope + offset, torch.cat([slope, offset], 1).cpu().numpy()
+
+# %% ../nbs/02_betas.ipynb #9ce921db
+def fractional_ridge(S: FitSetup, lib_fit: SimpleNamespace, noise: SimpleNamespace, n_use: int) -> SimpleNamespace:
+    "Algorithm 1, types C and D: OLS with the chosen PCs (C), then fracridge, fraction by cross-validation, autoscaled (D)."
+    # Runs are stacked as a batch (R, V, n_max), zero-padded, so that each step is one batched product (torch.bmm)
+    # whatever the number of runs.
+    import torch
+    V, N, R, nvol, cols, dev, fr, f32 = S.V, S.N, S.R, S.nvol, S.cols, S.dev, S.fr, np.float32
+    valid, hrf_index, ssp, pcs = lib_fit.valid, lib_fit.hrf_index, lib_fit.ssp, noise.pcs
     betaC = np.full((V, N), np.nan, f32)
     betaD = np.full((V, N), np.nan, f32)
     r2C, r2D = np.full(V, np.nan, f32), np.full(V, np.nan, f32)
@@ -700,16 +412,16 @@ def fit_single_trial(
     def from_pad(p):  # (R, V, nmax) -> (V, N)
         return p.transpose(0, 1).reshape(p.shape[1], R * nmax)[:, pad_pos]
 
-    for h in progress(np.unique(hrf_index[valid]), desc="betas 4/4: types C and D", quiet=quiet):
+    for h in progress(np.unique(hrf_index[valid]), desc="betas 4/4: types C and D", quiet=S.quiet):
         U3, W3t = np.zeros((R, Tmax, nmax)), np.zeros((R, nmax, nmax))
         X3t, s3, svals = np.zeros((R, nmax, Tmax)), np.zeros((R, 1, nmax)), []
         for r in range(R):
-            X = X1[r][h]
-            nb = orth_basis(Qs[r], pcs[r][:, :n_use]) if n_use else Qs[r]
+            X = S.X1[r][h]
+            nb = orth_basis(S.Qs[r], pcs[r][:, :n_use]) if n_use else S.Qs[r]
             U, sv, W = run_svd(X, nb)
             n, T = X.shape[1], nvol[r]
             U3[r, :T, :n], W3t[r, :n, :n], s3[r, 0, :n] = U, W.T, sv
-            X3t[r, :n, :T] = (X - Qs[r] @ (Qs[r].T @ X)).T
+            X3t[r, :n, :T] = (X - S.Qs[r] @ (S.Qs[r].T @ X)).T
             svals.append(sv)
         U3, W3t, X3t = _t(U3, dev), _t(W3t, dev), _t(X3t, dev)
         s_all = torch.as_tensor(np.concatenate(svals), dtype=torch.float64, device=dev)
@@ -721,16 +433,16 @@ def fit_single_trial(
             shrink = torch.where(pos, s2 / (s2 + alpha[None]).clamp_min(1e-30), torch.zeros_like(s2))
             return torch.bmm(rot * shrink, W3t)
 
-        for idx in _chunks(np.flatnonzero(valid & (hrf_index == h)), chunk_size):
-            Yp = loader(idx)
+        for idx in _chunks(np.flatnonzero(valid & (hrf_index == h)), S.chunk_size):
+            Yp = S.loader(idx)
             Y3 = torch.stack([torch.nn.functional.pad(y, (0, Tmax - y.shape[1])) for y in Yp])  # (R, V, Tmax)
             del Yp
             rot = torch.bmm(Y3, U3) * inv_s  # OLS solution in each run's rotated space
             bC3 = torch.bmm(rot, W3t)
             bC = from_pad(bC3)
-            if cv_frac:
+            if S.cv_frac:
                 alphas = fracridge_alphas(s_all, from_pad(rot), fr).float()  # (V, F); 0 for a fraction of 1
-                score = Badness(bC, test_ix, train_ix)
+                score = Badness(bC, S.test_ix, S.train_ix)
                 n_p, S_p, mu = to_pad(score.n_train[None]), to_pad(score.S), score.mu[None]
 
                 def bad(c3):  # Badness on the padded layout (pads carry no pairs)
@@ -752,39 +464,77 @@ def fit_single_trial(
             r2C[idx] = (1 - ((Y3 - torch.bmm(bC3, X3t)) ** 2).sum((0, 2)) / ssv).cpu().numpy()
             r2D[idx] = (1 - ((Y3 - torch.bmm(bD3, X3t)) ** 2).sum((0, 2)) / ssv).cpu().numpy()
             bD = from_pad(bD3)
-            if cv_frac or fr[0] < 1:  # autoscale: slope and offset of the ridge betas onto the unregularised ones
-                xm, ym = bD.mean(1, keepdim=True), bC.mean(1, keepdim=True)
-                vx = ((bD - xm) ** 2).sum(1, keepdim=True)
-                slope = torch.where(vx > 0, ((bD - xm) * (bC - ym)).sum(1, keepdim=True) / vx.clamp_min(1e-30),
-                                    torch.ones_like(vx))
-                offset = ym - slope * xm
-                neg = slope < 0
-                slope, offset = torch.where(neg, torch.ones_like(slope), slope), torch.where(neg, 0 * offset, offset)
-                bD = bD * slope + offset
-                scale_offset[idx] = torch.cat([slope, offset], 1).cpu().numpy()
+            if S.cv_frac or fr[0] < 1:
+                bD, scale_offset[idx] = autoscale(bD, bC)
             betaC[idx], betaD[idx] = bC.cpu().numpy(), bD.cpu().numpy()
-    timings["types_c_d"] = time.perf_counter() - t0
+    return SimpleNamespace(betaC=betaC, betaD=betaD, r2C=r2C, r2D=r2D, frac=frac_v, frac_badness=frac_badness,
+                           scale_offset=scale_offset)
 
-    # ---- % BOLD
-    betas = {"A": betaA, "B": betaB, "C": betaC, "D": betaD}
-    onoff_b = onoff_b.astype(f32)
+# %% ../nbs/02_betas.ipynb #df8831a2
+def to_percent_bold(
+    S: FitSetup,  # the fit's setup (for its notes)
+    betas: dict,  # "A".."D" -> (V, N) float32, rescaled in place
+    onoff_beta: np.ndarray,  # (V,) on/off amplitude, rescaled in place
+    meanvol: np.ndarray,  # (V,) mean signal
+    valid: np.ndarray,  # (V,) bool: fitted voxels
+):
+    "Algorithm 1, outputs: betas in % BOLD, divided by |mean signal| and x 100, as GLMsingle's `wantpercentbold`."
+    small = valid & (np.abs(meanvol) < 1e-6 * max(1.0, float(np.abs(meanvol[valid]).max())))
+    if small.any():
+        S.note(f"{int(small.sum())} voxels have a mean signal near 0 (demeaned data?): their % BOLD betas are "
+               "meaningless; pass percent_bold=False to keep signal units")
+    con = np.where(valid, 100.0 / np.maximum(np.abs(meanvol), 1e-30), np.nan).astype(np.float32)
+    for b in betas.values():
+        b *= con[:, None]
+    onoff_beta *= con
+
+
+@_single_threaded_blas
+def fit_single_trial(
+    data,  # list of runs, each V x T (or X x Y x Z x T volumes, with `mask`)
+    design,  # list of runs: T x n_conditions onset matrices, length-T condition ids (0 = no trial) or NSD design TSVs
+    tr: float,  # repetition time (s)
+    stimdur: float,  # trial duration (s)
+    *,
+    hrf_library=None,  # (L, H) responses to one trial at the TR (peak-normalised here); default GLMsingle's 20 HRFs
+    n_pcs: int = 10,  # most GLMdenoise PCs to try
+    fracs=None,  # ridge fractions to cross-validate (default linspace(1, 0.05, 20)); a scalar is used without CV
+    device="auto",  # torch device for the voxel-side algebra ("auto", "cpu", "cuda", ...)
+    seed: int = 0,  # seeds the noise-pool threshold's mixture fit (the only random step)
+    mask=None,  # (X, Y, Z) bool: the voxels to fit when `data` holds volumes (default: all)
+    pcstop: float = 1.05,  # GLMsingle's PC stopping rule; a value -B <= 0 uses exactly B PCs without CV
+    percent_bold: bool = True,  # express betas in % BOLD (divided by |mean signal|, x 100), as GLMsingle does
+    chunk_size: int = 5000,  # voxels processed together; bounds memory (about 100 kB per voxel for NSD sessions)
+    quiet: bool | None = None,  # hide progress bars (default: hidden under tests)
+) -> SingleTrialFit:
+    "GLMsingle's single-trial betas A-D for one session (Algorithm 1, step by step), vectorised across voxels."
+    t_start = time.perf_counter()
+    timings = {}
+
+    S = prepare_fit(data, design, tr, stimdur, hrf_library=hrf_library, n_pcs=n_pcs, fracs=fracs, device=device,
+                    mask=mask, pcstop=pcstop, chunk_size=chunk_size, quiet=quiet)
+    t0 = time.perf_counter()
+    lf = fit_hrf_library(S)  # types A and B
+    timings["hrf_library"], t0 = time.perf_counter() - t0, time.perf_counter()
+    noise = glmdenoise_regressors(S, lf, seed)  # GLMdenoise's candidate regressors
+    timings["noise_pool"], t0 = time.perf_counter() - t0, time.perf_counter()
+    pcx = cross_validate_n_pcs(S, lf, noise)  # how many of them
+    timings["pc_xval"], t0 = time.perf_counter() - t0, time.perf_counter()
+    cd = fractional_ridge(S, lf, noise, pcx.n_pcs)  # types C and D
+    timings["types_c_d"] = time.perf_counter() - t0
+    betas = {"A": lf.betaA, "B": lf.betaB, "C": cd.betaC, "D": cd.betaD}
+    onoff_b = lf.onoff_beta.astype(np.float32)
     if percent_bold:
-        small = valid & (np.abs(meanvol) < 1e-6 * max(1.0, float(np.abs(meanvol[valid]).max())))
-        if small.any():
-            note(f"{int(small.sum())} voxels have a mean signal near 0 (demeaned data?): their % BOLD betas are "
-                 "meaningless; pass percent_bold=False to keep signal units")
-        con = np.where(valid, 100.0 / np.maximum(np.abs(meanvol), 1e-30), np.nan).astype(f32)
-        for b in betas.values():
-            b *= con[:, None]
-        onoff_b *= con
+        to_percent_bold(S, betas, onoff_b, lf.meanvol, lf.valid)
     timings["total"] = time.perf_counter() - t_start
     return SingleTrialFit(
-        betas=betas, hrf_index=hrf_index, n_pcs=int(n_use), frac=frac_v,
-        r2={"onoff": onoff_r2, "A": r2A, "B": r2B.astype(f32), "C": r2C, "D": r2D}, hrf_r2=hrf_r2,
-        meanvol=meanvol, onoff_beta=onoff_b, noise_pool=pool, pc_voxels=pcvox, pc_regressors=pcs,
-        pc_xval=pc_xval, pc_badness=pc_badness, fracs=fr, frac_badness=frac_badness, scale_offset=scale_offset,
-        r2_threshold=float(thr), excluded=excluded, trials=trials, hrf_library=lib, canonical_hrf=can,
-        tr=float(tr), stimdur=float(stimdur), mask=mask, timings=timings, notes=notes)
+        betas=betas, hrf_index=lf.hrf_index, n_pcs=pcx.n_pcs, frac=cd.frac,
+        r2={"onoff": lf.onoff_r2, "A": lf.r2A, "B": lf.r2B.astype(np.float32), "C": cd.r2C, "D": cd.r2D},
+        hrf_r2=lf.hrf_r2, meanvol=lf.meanvol, onoff_beta=onoff_b, noise_pool=noise.noise_pool,
+        pc_voxels=noise.pc_voxels, pc_regressors=noise.pcs, pc_xval=pcx.pc_xval, pc_badness=pcx.pc_badness, fracs=S.fr,
+        frac_badness=cd.frac_badness, scale_offset=cd.scale_offset, r2_threshold=noise.threshold,
+        excluded=lf.excluded, trials=S.trials, hrf_library=S.lib, canonical_hrf=S.can, tr=float(tr),
+        stimdur=float(stimdur), mask=S.mask, timings=timings, notes=S.notes)
 
 # %% ../nbs/02_betas.ipynb #68b72921
 def voxel_correlation(
@@ -860,8 +610,6 @@ def write_nsd_betas(
     import os
     import shutil
     import tempfile
-    from neurodecode.core import check_choice
-    from neurodecode.nsd import betas_file, write_betas_session
     check_choice("kind", kind, tuple(NSD_BETA_FOLDERS))
     mask = fit.mask if mask is None else mask
     if mask is None:

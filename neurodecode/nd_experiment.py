@@ -146,9 +146,9 @@ class NDExperiment:
         "The SD-like stand-in (`standin_ldm.train_standin_ldm`) with its CLIP stand-in, VAE and φ_l."
         from neurodecode.guidance import clip_features
         from neurodecode.nd_targets import standin_corpus, standin_encoders
-        from neurodecode.pipeline import get_profile
+        from neurodecode.pipeline import run_profile
         from neurodecode.standin_ldm import train_standin_ldm
-        p1 = get_profile(self.prof["name"])
+        p1 = run_profile(self.prof["name"])
         img, cap = standin_corpus(p1["name"], self.seed)
         clip, vae, scale = standin_encoders(img, cap, seed=self.seed, quiet=True, clip_config=p1["clip_config"],
                                             vd_clip_config=p1["clip_config"], vd_config=p1["vd_config"])

@@ -320,7 +320,7 @@ STANDIN_CLIP = {"vision_layers": 12, "patch_size": 8}  # the guidance stand-in C
 def standin_corpus(profile: str = "default", seed: int = 0):
     "(images, captions) the paper-1 pipeline trains its tiny models on (`pipeline.Experiment.pretrain_scenes`)."
     from neurodecode import pipeline, synthetic
-    prof = pipeline.get_profile(profile)
+    prof = pipeline.run_profile(profile)
     sc = synthetic.make_scenes(prof["pretrain_images"], seed=pipeline.PRETRAIN_SEED + seed, size=64)
     return sc.images, sc.captions
 

@@ -303,8 +303,8 @@ class _NetRegressor(BaseEstimator, RegressorMixin):
         opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "bad": 0, "best": None, "done": False,
                  "history": {"epoch": [], "train_mse": [], "val_mse": [], "val_mae": [], "seconds": []}}
-        if cache is not None and cache.exists("regressor_fit", key):
-            ck = cache.load("regressor_fit", key)
+        ck = cache.get("regressor_fit", key, what=f"{type(self).__name__} training from epoch 0") if cache else None
+        if ck is not None:  # a corrupt checkpoint warns once, naming its file, and training starts over
             net.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"])
             state = ck["state"]
         self.resumed_from_epoch_ = state["epoch"]

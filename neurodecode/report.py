@@ -19,9 +19,10 @@ import pandas as pd
 from .core import atomic_save, atomic_write, check_choice, git_commit, sha256_file
 
 # %% auto #0
-__all__ = ['SOURCES', 'PAPER1_METRICS', 'PAPER1', 'PAPER1_QUOTED_ROWS', 'Provenance', 'weights_provenance', 'write_table',
-           'read_table', 'read_provenance', 'save_figure', 'beside_published', 'output_dir', 'image_grid',
-           'ScienceCheckFailed', 'report_checks']
+__all__ = ['SOURCES', 'README_WEIGHTS', 'PAPER1_METRICS', 'PAPER1', 'PAPER1_QUOTED_ROWS', 'Provenance', 'weights_provenance',
+           'latex_escape', 'table_markdown', 'table_latex', 'unavailable_summary', 'write_table', 'read_table',
+           'read_provenance', 'save_figure', 'beside_published', 'output_dir', 'image_grid', 'ScienceCheckFailed',
+           'report_checks']
 
 # %% ../nbs/03p_report.ipynb #6f7167e1
 SOURCES = ("simulated", "nsd")
@@ -65,29 +66,75 @@ def weights_provenance(paths: dict) -> dict:
     return {k: (sha256_file(p) if Path(p).is_file() else "missing") for k, v in paths.items() for p in [v]}
 
 # %% ../nbs/03p_report.ipynb #4732755e
-def _markdown(df: pd.DataFrame, index: bool = True) -> str:
-    "A GitHub Markdown table, without the `tabulate` dependency."
-    d = df.reset_index() if index else df
-    cols = [str(c) for c in d.columns]
-    fmt = lambda v: "" if (isinstance(v, float) and np.isnan(v)) else (f"{v:.4g}" if isinstance(v, float) else str(v))
-    rows = [[fmt(v) for v in r] for r in d.itertuples(index=False)]
-    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-                     + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}",
+          "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "–": "--",
+          "Δ": r"$\Delta$", "×": r"$\times$", "±": r"$\pm$", "≤": r"$\leq$", "≥": r"$\geq$", "κ": r"$\kappa$",
+          "η": r"$\eta$"}
 
 
-def _latex(df: pd.DataFrame, caption: str = "") -> str:
-    "A booktabs-free LaTeX tabular (no jinja2 dependency)."
-    d = df.reset_index()
-    esc = lambda s: str(s).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%") \
-        .replace("_", r"\_").replace("#", r"\#").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
-    fmt = lambda v: "--" if (isinstance(v, float) and np.isnan(v)) else esc(f"{v:.4g}" if isinstance(v, float) else v)
-    lines = [r"\begin{tabular}{" + "l" * d.shape[1] + "}", r"\hline",
-             " & ".join(esc(c) for c in d.columns) + r" \\", r"\hline"]
-    lines += [" & ".join(fmt(v) for v in r) + r" \\" for r in d.itertuples(index=False)]
-    lines += [r"\hline", r"\end{tabular}"]
-    if caption:
-        lines = [r"\begin{table}", r"\centering", rf"\caption{{{esc(caption)}}}"] + lines + [r"\end{table}"]
+def latex_escape(text) -> str:
+    "`text` as LaTeX source: the ten special characters escaped, the few Unicode symbols our tables use as math."
+    return "".join(_LATEX.get(ch, ch) for ch in str(text))
+
+
+def _cell(v, nan: str) -> str:
+    "One table cell as text: floats to 4 significant digits, NaN as `nan`, anything else as `str`."
+    if isinstance(v, (float, np.floating)):
+        return nan if np.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _cells(table: pd.DataFrame, nan: str) -> tuple[list[str], list[list[str]]]:
+    "Header (index name first) and rows (index label first) of `table` as text."
+    head = [str(table.index.name or "")] + [str(c) for c in table.columns]
+    return head, [[_cell(i, nan)] + [_cell(v, nan) for v in r] for i, r in zip(table.index, table.itertuples(index=False))]
+
+
+def table_markdown(table: pd.DataFrame) -> str:
+    "A GitHub Markdown table (row labels first, numbers right-aligned, `|` escaped), without the `tabulate` dependency."
+    head, body = _cells(table, "")
+    esc = lambda s: s.replace("|", r"\|")
+    lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(map(esc, r)) + " |" for r in body]) + "\n"
+
+
+def table_latex(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
+    "A LaTeX `tabular` (booktabs rules, every cell escaped), wrapped in a `table` float when a caption or label is given."
+    head, body = _cells(table, "--")
+    lines = [r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule", " & ".join(map(latex_escape, head)) + r" \\",
+             r"\midrule"] + [" & ".join(map(latex_escape, r)) + r" \\" for r in body] + [r"\bottomrule", r"\end{tabular}"]
+    if caption or label:
+        lines = ([r"\begin{table}", r"\centering"] + ([rf"\caption{{{latex_escape(caption)}}}"] if caption else [])
+                 + ([rf"\label{{{label}}}"] if label else []) + lines + [r"\end{table}"])
     return "\n".join(lines) + "\n"
+
+
+#: where the README says how to obtain the pretrained weights that some metrics need
+README_WEIGHTS = 'README.md, section "Real NSD data and real weights"'
+
+
+def unavailable_summary(
+    unavailable: dict,  # `metrics_table(...).attrs["unavailable"]` ({row: {metric: reason}}) or {metric: reason}
+) -> str:
+    "One line for a whole table: the unavailable metrics, the weight files not found, and where the README says how to get them."
+    import re
+    per_metric = {}
+    for k, v in (unavailable or {}).items():
+        for m, r in (v.items() if isinstance(v, dict) else [(k, v)]):
+            per_metric.setdefault(m, str(r))
+    if not per_metric:
+        return ""
+    files, other = [], []
+    for m, r in per_metric.items():
+        f = re.search(r"\(([^()\s]+)\) not found", r)
+        if f:
+            files.append(f.group(1))
+        else:
+            other.append(f"{m}: {r.splitlines()[0]}")
+    line = "unavailable: " + ", ".join(per_metric)
+    if files:
+        line += f" (weight files not found: {', '.join(dict.fromkeys(files))}; how to get them: {README_WEIGHTS})"
+    return "; ".join([line] + list(dict.fromkeys(other)))
 
 
 def write_table(
@@ -101,6 +148,9 @@ def write_table(
     "Write `df` as `<name>.csv`, `.md` and `.tex` with the provenance header (and `values` as CSV); return the paths."
     out_dir = Path(out_dir)
     header = prov.lines()
+    missing = unavailable_summary(df.attrs.get("unavailable", {}))  # metrics_table's reasons for its `–` cells
+    if missing:
+        header.append(f"note: – = {missing}")
     paths = {ext: out_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
     if values is not None:
         paths["values"] = out_dir / f"{name}_values.csv"
@@ -112,11 +162,11 @@ def write_table(
     df.to_csv(buf)
     with atomic_write(paths["csv"], "w") as f:
         f.write("".join(f"# {h}\n" for h in ([title] if title else []) + header) + buf.getvalue())
-    md = (f"### {title}\n\n" if title else "") + "".join(f"> {h}  \n" for h in header) + "\n" + _markdown(df)
+    md = (f"### {title}\n\n" if title else "") + "".join(f"> {h}  \n" for h in header) + "\n" + table_markdown(df)
     with atomic_write(paths["md"], "w") as f:
         f.write(md)
     with atomic_write(paths["tex"], "w") as f:
-        f.write("".join(f"% {h}\n" for h in header) + _latex(df, title))
+        f.write("".join(f"% {h}\n" for h in header) + table_latex(df, title))
     return paths
 
 
@@ -191,7 +241,8 @@ def beside_published(ours: pd.DataFrame, published: pd.DataFrame) -> pd.DataFram
 # %% ../nbs/03p_report.ipynb #c80341fb
 def output_dir(out_dir: str | os.PathLike | None, source: str, subject: int | str) -> Path:
     "`<out_dir>/<source>/sub-0N` (or `/all`), created; `out_dir=None`: the checkout's figures/; a temporary directory under IN_TEST."
-    from neurodecode.core import figures_dir, in_test
+    from neurodecode.core import in_test
+    from neurodecode.notebook import figures_dir
     import tempfile as _tf
     check_choice("source", source, SOURCES)
     sub = "all" if subject == "all" else f"sub-{int(subject):02d}"

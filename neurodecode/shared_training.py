@@ -382,8 +382,8 @@ def nd_targets(
     out = {}
     layers = [int(n[1:]) for n in names if n.startswith("g")]
     if models == "tiny":
-        from neurodecode.pipeline import get_profile
-        prof = get_profile(profile)
+        from neurodecode.pipeline import run_profile
+        prof = run_profile(profile)
         corpus = T.standin_corpus(profile, seed)
         if "z" in names:
             clip, vae, scale = T.standin_encoders(*corpus, seed=seed, cache=cache, quiet=quiet,

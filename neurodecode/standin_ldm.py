@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .core import ArtifactCache, check_array, code_version, hash_obj, resolve_device
-from .diffusion import _merge_config, _train_loop, ddim_scheduler
+from .diffusion import ddim_scheduler
+from .tiny_diffusion import _merge_config, _train_loop  # the tiny models' config merge and resumable loop
 from .guidance import GUIDE_A, guided_reconstruct, repeat_consistency
 from .sd_sampler import SDModel
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from neurodecode.diffusion import (NOISE_AMPLITUDES, ClipEncoder, OpenAIBPETokenizer, VersatileDiffusion, _train_loop,
-                                   perturb_init, random_tiny_clip, random_tiny_vd, reconstruct_batch, tiny_clip_configs)
+from neurodecode.diffusion import (NOISE_AMPLITUDES, ClipEncoder, OpenAIBPETokenizer, VersatileDiffusion, perturb_init,
+                                   random_tiny_clip, random_tiny_vd, reconstruct_batch, tiny_clip_configs)
+from neurodecode.tiny_diffusion import _train_loop
 from neurodecode.core import ArtifactCache, NotFoundError
 
 
@@ -78,6 +79,13 @@ def test_resumed_batch_equals_uninterrupted(models, tmp_path):
     shards = [reconstruct_batch(vd, init, te, ve, tmp_path / "sh", batch_size=2, shard=(i, 2), **KW) for i in range(2)]
     assert sorted(p.name for s in shards for p in s) == [p.name for p in full]
     assert all((tmp_path / "sh" / p.name).read_bytes() == p.read_bytes() for p in full)
+    # a finished PNG damaged behind the cache's back (zeroed bytes): one warning naming it, remade identically
+    from neurodecode.core import CacheWarning
+    b = bytearray(res[1].read_bytes()); b[60:124] = bytes(64); res[1].write_bytes(bytes(b))
+    with pytest.warns(CacheWarning, match=str(res[1])) as w:
+        again = reconstruct_batch(vd, init, te, ve, tmp_path / "res", batch_size=2, **KW)
+    assert len([x for x in w if x.category is CacheWarning]) == 1
+    assert [p.read_bytes() for p in again] == [p.read_bytes() for p in full]
     with pytest.raises(ValueError, match="names must be 5 distinct"):
         reconstruct_batch(vd, init, te, ve, tmp_path / "x", names=["a"] * 5)
 
@@ -102,9 +110,37 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     cache = ArtifactCache(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         run(cache, die_at=7)
-    assert (tmp_path / "checkpoints" / "t" / "k.pt").exists()
+    assert cache.exists("checkpoints/t", "k")  # the step-6 checkpoint, sha256 in its manifest
     assert torch.equal(run(cache), ref)
-    assert not (tmp_path / "checkpoints" / "t" / "k.pt").exists()
+    assert not list((tmp_path / "checkpoints" / "t").glob("k.*"))
+
+
+def test_corrupt_training_checkpoint_restarts_with_one_warning(tmp_path):
+    "Same-size garbage in a real checkpoint: one CacheWarning naming it, training from step 0, the same result."
+    from neurodecode.core import CacheWarning
+
+    def run(cache, die_at=None):
+        torch.manual_seed(0)
+        m = torch.nn.Linear(4, 1)
+        opt = torch.optim.AdamW(m.parameters(), lr=0.1)
+        X = torch.randn(64, 4)
+
+        def loss_fn(step):
+            if die_at is not None and step == die_at:
+                raise KeyboardInterrupt
+            return ((m(X[:8]) - X[:8].sum(1, keepdim=True)) ** 2).mean()
+        _train_loop("t", "k", {"m": m}, opt, loss_fn, 10, 0.1, 2, cache, ckpt_every=3, quiet=True)
+        return m.weight.detach().clone()
+
+    ref = run(None)
+    cache = ArtifactCache(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run(cache, die_at=7)
+    f = cache.path("checkpoints/t", "k")
+    f.write_bytes(np.random.default_rng(0).bytes(f.stat().st_size))
+    with pytest.warns(CacheWarning, match=str(f)) as w:
+        got = run(cache)
+    assert torch.equal(got, ref) and len([x for x in w if x.category is CacheWarning]) == 1
 
 
 def test_from_pretrained_diffusers_layout(tmp_path):
@@ -144,3 +180,15 @@ def test_from_pretrained_diffusers_layout(tmp_path):
     # the unconditional text input is CLIP's embedding of '' tokenised with EOS padding
     ids = OpenAIBPETokenizer()([""])
     assert ids[0, 0] == 49406 and (ids[0, 1:] == 49407).all()
+    # issue 20: damaged files in the folder name themselves and where the real weights come from
+    from neurodecode.checkpoints import CheckpointError
+    sc = root / "scheduler" / "scheduler_config.json"
+    sc.write_text(sc.read_text()[:40])  # truncated JSON
+    with pytest.raises(CheckpointError, match="scheduler_config.json cannot be used") as e:
+        VersatileDiffusion.from_pretrained(root, device="cpu")
+    assert str(sc) in str(e.value) and "shi-labs/versatile-diffusion" in str(e.value)
+    (f,) = (root / "vae").glob("*.safetensors")
+    f.write_bytes(np.random.default_rng(0).bytes(f.stat().st_size))
+    with pytest.raises(CheckpointError, match="Versatile Diffusion VAE in") as e:
+        VersatileDiffusion.from_pretrained(root, device="cpu")
+    assert str(root / "vae") in str(e.value)

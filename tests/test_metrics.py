@@ -23,6 +23,7 @@ from skimage.metrics import structural_similarity
 
 from neurodecode import metrics as M
 from neurodecode.core import NotFoundError
+from neurodecode.report import table_latex, table_markdown
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "metrics"
 SLOW = bool(os.environ.get("NEURODECODE_SLOW_TESTS"))
@@ -403,10 +404,14 @@ def test_missing_weights_are_unavailable_with_reason(tmp_path):
     assert len(note) == 8 and note[0].startswith("AlexNet(2): unavailable: AlexNet weights for AlexNet(2), AlexNet(5) "
                                                  "(alexnet-owt-7be5be79.pth) not found. Fix: download https://")
     assert res.attrs["weights"] == {} and res.attrs["preprocessing"] == "brain-diffuser"
-    # the table shows only what was computed, and keeps the reasons
+    # the table keeps every column, '–' where unavailable, and the reasons; drop_empty=True shows only what was computed
     t = M.metrics_table([res])
-    assert list(t.columns) == ["SSIM ↑", "PixCorr ↑", "MSE ↓", "MAE ↓"]
+    assert t["CLIP ↑"].tolist() == ["–"] and t["SSIM ↑"].tolist() != ["–"]
     assert "CLIP" in t.attrs["unavailable"]["sim"]
+    assert list(M.metrics_table([res], drop_empty=True).columns) == ["SSIM ↑", "PixCorr ↑", "MSE ↓", "MAE ↓"]
+    from neurodecode.report import unavailable_summary
+    line = unavailable_summary(t.attrs["unavailable"])
+    assert "\n" not in line and line.count("alexnet-owt-7be5be79.pth") == 1 and "swav_800ep_pretrain.pth.tar" in line
     # or raise instead
     with pytest.raises(NotFoundError, match="alexnet-owt-7be5be79.pth"):
         M.evaluate(gt, rec, metrics=["AlexNet(2)"], weights_dir=empty, on_missing="raise", cache=False)
@@ -510,7 +515,7 @@ def test_tables_write_csv_markdown_latex(tmp_path):
     assert t.loc["Brain-Diffuser"].tolist() == ["0.356", "0.254", "94.2%", "96.2%", "87.2%", "91.5%", "0.775", "0.423"]
     t.to_csv(tmp_path / "t.csv")
     assert pd.read_csv(tmp_path / "t.csv", index_col=0).loc["Brain-Diffuser", "EfficientNet-B ↓"] == 0.775
-    md = M.table_markdown(t)
+    md = table_markdown(t)
     assert md.splitlines()[0].startswith("|  | SSIM ↑ | PixCorr ↑ | AlexNet(2) ↑") and "| Brain-Diffuser | 0.356 |" in md
-    tex = M.table_latex(M.metrics_table(pub, percent=False), caption="x_y", label="tab:a")
+    tex = table_latex(M.metrics_table(pub, percent=False), caption="x_y", label="tab:a")
     assert r"SSIM $\uparrow$" in tex and "0.942" in tex and r"\caption{x\_y}" in tex and r"\label{tab:a}" in tex

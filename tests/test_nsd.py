@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from scipy.io import loadmat, savemat
 
-from neurodecode import nsd
+from neurodecode import nsd, nsd_write
 from neurodecode.core import NotFoundError
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     "A random NSD-format tree (subject 1, 4 sessions x 30 trials, 8 shared images)."
-    return nsd.write_random_nsd(tmp_path_factory.mktemp("nsd"), subject=1, n_sessions=4, trials=30, n_shared=8, seed=3)
+    return nsd_write.write_random_nsd(tmp_path_factory.mktemp("nsd"), subject=1, n_sessions=4, trials=30, n_shared=8, seed=3)
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_split_rule_matches_expdesign(tree):
 
 
 def test_sessions_protocols_and_simulated_note(tmp_path):
-    root = nsd.write_random_nsd(tmp_path / "s", subject=5, n_sessions=3, trials=30, simulated=True)
+    root = nsd_write.write_random_nsd(tmp_path / "s", subject=5, n_sessions=3, trials=30, simulated=True)
     sd = nsd.load_subject(5, root, protocol="mindeye2", cache=False)
     d = sd.description
     assert d["source"] == "simulated" and d["sessions"] == [1, 2, 3] and d["protocol_sessions"] == 40
@@ -63,10 +63,10 @@ def test_sessions_protocols_and_simulated_note(tmp_path):
 
 def test_protocol_sessions_capped(tmp_path):
     # a design of 3 sessions read as if a subject completed only 2 (stimulus table), protocol capped at 2
-    root = nsd.write_random_nsd(tmp_path / "s", subject=1, n_sessions=3, trials=30)
+    root = nsd_write.write_random_nsd(tmp_path / "s", subject=1, n_sessions=3, trials=30)
     design, info = nsd.read_expdesign(root), nsd.read_stim_info(root)
     coco = info["cocoId"].to_numpy()
-    nsd.write_stim_info(root, nsd.stim_info_table(design, coco, info["cocoSplit"].to_numpy(), n_sessions={1: 2}))
+    nsd_write.write_stim_info(root, nsd_write.stim_info_table(design, coco, info["cocoSplit"].to_numpy(), n_sessions={1: 2}))
     assert nsd.plan_subject(1, root)["sessions"] == [1, 2]
     sd = nsd.load_subject(1, root, cache=False)
     assert sd.description["n_trials_train"] + sd.description["n_trials_test"] == 60
@@ -81,7 +81,7 @@ def test_cache_hit_and_invalidation(copy, tmp_path):
     assert len(list((c / "nsd_subject").glob("*.npz"))) == 1
     p = copy / nsd.betas_file(1, 2)  # new betas for session 2: a new key, recomputed
     mask = nsd.load_roi_mask(1, "nsdgeneral", copy)
-    nsd.write_betas_session(copy, 1, 2, np.random.default_rng(9).normal(size=(30, mask.sum())), mask)
+    nsd_write.write_betas_session(copy, 1, 2, np.random.default_rng(9).normal(size=(30, mask.sum())), mask)
     os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
     d = nsd.load_subject(1, copy, cache_dir=c)
     assert len(list((c / "nsd_subject").glob("*.npz"))) == 2 and not np.allclose(d.X_train, a.X_train)
@@ -155,7 +155,7 @@ def test_mask_grid_mismatch(copy):
     with pytest.raises(ValueError, match=r"the ROI mask has shape \(6, 7, 8\) but the betas grid .* is \(6, 8, 8\)"):
         nsd.load_subject(1, copy, cache=False)
     big = np.zeros((X + 1, Y, Z), int); big[0, 0, 0] = 1
-    nsd.write_roi(copy, 1, "prf-visualrois", big)
+    nsd_write.write_roi(copy, 1, "prf-visualrois", big)
     with pytest.raises(ValueError, match="ROI volume .*prf-visualrois.nii.gz has shape"):
         nsd.roi_labels(1, mask, copy)
 
@@ -165,7 +165,7 @@ def test_nan_voxels(copy):
     (copy / nsd.betas_file(1, 2)).unlink()
     vol = np.random.default_rng(0).normal(size=mask.shape + (30,)).astype(np.float32) * 300
     vol[np.argwhere(mask)[0][0], np.argwhere(mask)[0][1], np.argwhere(mask)[0][2], 4] = np.nan
-    nsd.save_nifti(copy / nsd.betas_file(1, 2, "nii.gz"), vol)
+    nsd_write.save_nifti(copy / nsd.betas_file(1, 2, "nii.gz"), vol)
     with pytest.raises(ValueError, match="1 voxels inside the ROI mask have NaN or infinite betas in .*betas_session02.nii.gz"):
         nsd.load_subject(1, copy, cache=False)
 
@@ -190,7 +190,7 @@ def test_truncated_hdf5_and_nifti(copy):
     # a truncated .nii.gz (gzip stream cut short)
     mask = nsd.load_roi_mask(1, "nsdgeneral", copy)
     p.unlink()
-    q = nsd.write_betas_session(copy, 1, 1, np.ones((30, mask.sum())), mask, fmt="nii.gz")
+    q = nsd_write.write_betas_session(copy, 1, 1, np.ones((30, mask.sum())), mask, fmt="nii.gz")
     raw = gzip.decompress(q.read_bytes())
     q.write_bytes(gzip.compress(raw)[: len(gzip.compress(raw)) * 2 // 3])
     with pytest.raises(ValueError, match=r"betas_session01.nii.gz.*(truncated|corrupt)"):
@@ -221,40 +221,40 @@ def test_bad_design_and_stimuli(copy):
 
 def test_writers_reject_bad_input(tmp_path):
     with pytest.raises(ValueError, match="subject must be one of 1..8; got 0"):
-        nsd.write_roi(tmp_path, 0, "nsdgeneral", np.zeros((2, 2, 2), int))
+        nsd_write.write_roi(tmp_path, 0, "nsdgeneral", np.zeros((2, 2, 2), int))
     with pytest.raises(ValueError, match="volume_int must be >= -1"):
-        nsd.write_roi(tmp_path, 1, "nsdgeneral", np.full((2, 2, 2), -2))
+        nsd_write.write_roi(tmp_path, 1, "nsdgeneral", np.full((2, 2, 2), -2))
     with pytest.raises(ValueError, match="name must be a plain file name"):
-        nsd.write_roi(tmp_path, 1, "../x", np.zeros((2, 2, 2), int))
+        nsd_write.write_roi(tmp_path, 1, "../x", np.zeros((2, 2, 2), int))
     with pytest.raises(ValueError, match="data_4d must have 4 dimensions"):
-        nsd.write_timeseries_run(tmp_path, 1, 1, 1, np.zeros((2, 2, 2)))
+        nsd_write.write_timeseries_run(tmp_path, 1, 1, 1, np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match="data_4d contains 1 NaN"):
-        nsd.write_timeseries_run(tmp_path, 1, 1, 1, np.array([np.nan]).reshape(1, 1, 1, 1))
+        nsd_write.write_timeseries_run(tmp_path, 1, 1, 1, np.array([np.nan]).reshape(1, 1, 1, 1))
     with pytest.raises(ValueError, match="does not fit NSD's int16"):
-        nsd.write_timeseries_run(tmp_path, 1, 1, 1, np.full((1, 1, 1, 2), 40000))
+        nsd_write.write_timeseries_run(tmp_path, 1, 1, 1, np.full((1, 1, 1, 2), 40000))
     with pytest.raises(ValueError, match="onsets must be >= 0"):
-        nsd.write_design_run(tmp_path, 1, 1, 1, [0, -1])
+        nsd_write.write_design_run(tmp_path, 1, 1, 1, [0, -1])
     with pytest.raises(ValueError, match="betas contains 1 NaN"):
-        nsd.write_betas_session(tmp_path, 1, 1, np.array([[np.nan]]), np.ones((1, 1, 1), bool))
+        nsd_write.write_betas_session(tmp_path, 1, 1, np.array([[np.nan]]), np.ones((1, 1, 1), bool))
     with pytest.raises(ValueError, match=r"nsdId must be 0..1, each once"):
-        nsd.write_stim_info(tmp_path, {"nsdId": [0, 0], "cocoId": [1, 2], "cocoSplit": ["train2017"] * 2,
+        nsd_write.write_stim_info(tmp_path, {"nsdId": [0, 0], "cocoId": [1, 2], "cocoSplit": ["train2017"] * 2,
                                        "shared1000": [True, False]})
     with pytest.raises(TypeError, match="captions of cocoId 5 must be a list of strings"):
-        nsd.write_captions(tmp_path, {5: "a caption"})
+        nsd_write.write_captions(tmp_path, {5: "a caption"})
     with pytest.raises(ValueError, match="ids must be distinct"):
-        nsd.write_stimuli(tmp_path, np.zeros((2, 4, 4, 3), np.uint8), ids=[3, 3])
+        nsd_write.write_stimuli(tmp_path, np.zeros((2, 4, 4, 3), np.uint8), ids=[3, 3])
     assert not list(tmp_path.rglob("*.tmp*"))  # failed writes leave nothing behind
 
 
 def test_timeseries_design_round_trip(tmp_path):
     rng = np.random.default_rng(1)
     ts = rng.normal(100, 5, (3, 4, 5, 12)).astype(np.float32)
-    nsd.write_timeseries_run(tmp_path, 7, 12, 3, ts)
+    nsd_write.write_timeseries_run(tmp_path, 7, 12, 3, ts)
     data, tr = nsd.read_timeseries_run(7, 12, 3, tmp_path)
     np.testing.assert_array_equal(data, ts)
     assert abs(tr - 4 / 3) < 1e-6
     v = np.zeros(12, int); v[::3] = [5, 73000, 1, 2]
-    nsd.write_design_run(tmp_path, 7, 12, 3, v)
+    nsd_write.write_design_run(tmp_path, 7, 12, 3, v)
     assert (tmp_path / nsd.design_file(7, 12, 3)).read_text() == "".join(f"{x}\n" for x in v)
     at, ids = nsd.design_events(nsd.read_design_run(7, 12, 3, tmp_path))
     assert at.tolist() == [0, 3, 6, 9] and ids.tolist() == [4, 72999, 0, 1]

@@ -1,4 +1,4 @@
-"""neurodecode.nsd.fetch_nsd against a local HTTP server on 127.0.0.1 serving a random NSD-format tree:
+"""neurodecode.nsd_fetch.fetch_nsd against a local HTTP server on 127.0.0.1 serving a random NSD-format tree:
 full download, a transfer cut halfway then resumed with a Range request (within a call and across calls),
 a server that ignores Range, skipping complete files, and the refusals."""
 import filecmp
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from neurodecode import nsd
+from neurodecode import nsd, nsd_fetch, nsd_write
 
 
 class RangeHandler(SimpleHTTPRequestHandler):
@@ -63,7 +63,7 @@ class RangeHandler(SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def server(tmp_path):
-    tree = nsd.write_random_nsd(tmp_path / "bucket", subject=2, n_sessions=3, trials=30, n_shared=6,
+    tree = nsd_write.write_random_nsd(tmp_path / "bucket", subject=2, n_sessions=3, trials=30, n_shared=6,
                                 betas_fmt="nii.gz", image_size=32)
     RangeHandler.log, RangeHandler.cut, RangeHandler.ignore_range = [], {}, False
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(RangeHandler, directory=str(tree)))
@@ -83,7 +83,7 @@ def test_fetch_cut_halfway_then_resumed(server, tmp_path, capsys):
     tree, url = server
     stim = "/" + nsd.STIMULI
     RangeHandler.cut[stim] = 1  # the first transfer of the stimuli is cut halfway
-    got = nsd.fetch_nsd(2, tmp_path / "dest", base_url=url, accept_terms=True, retries=2)
+    got = nsd_fetch.fetch_nsd(2, tmp_path / "dest", base_url=url, accept_terms=True, retries=2)
     rels = [str(p.relative_to(tmp_path / "dest")) for p in got]
     assert nsd.EXPDESIGN in rels and nsd.STIMULI in rels and nsd.roi_file(2, "nsdgeneral") in rels
     assert [r for r in rels if "betas_session" in r] == [nsd.betas_file(2, s, "nii.gz") for s in (1, 2, 3)]
@@ -104,12 +104,12 @@ def test_resume_across_calls_and_skip_complete(server, tmp_path, capsys):
     rel = nsd.betas_file(2, 2, "nii.gz")
     RangeHandler.cut["/" + rel] = 1
     with pytest.raises(RuntimeError, match="run fetch_nsd again to resume"):
-        nsd.fetch_nsd(2, tmp_path / "dest", base_url=url, accept_terms=True, retries=0)
+        nsd_fetch.fetch_nsd(2, tmp_path / "dest", base_url=url, accept_terms=True, retries=0)
     part = tmp_path / "dest" / (rel + ".part")
     assert part.exists() and 0 < part.stat().st_size < (tree / rel).stat().st_size
     n_part = part.stat().st_size
     RangeHandler.log.clear()
-    nsd.fetch_nsd(2, tmp_path / "dest", base_url=url, accept_terms=True, retries=0)
+    nsd_fetch.fetch_nsd(2, tmp_path / "dest", base_url=url, accept_terms=True, retries=0)
     gets = [(p, r) for m, p, r in RangeHandler.log if m == "GET"]
     # files completed by the first call are not downloaded again; the cut one resumes from its .part
     assert ("/" + nsd.EXPDESIGN, None) not in gets and ("/" + nsd.STIMULI, None) not in gets
@@ -117,7 +117,7 @@ def test_resume_across_calls_and_skip_complete(server, tmp_path, capsys):
     assert filecmp.cmp(tree / rel, tmp_path / "dest" / rel, shallow=False)
     assert "complete already" in capsys.readouterr().out
     RangeHandler.log.clear()
-    nsd.fetch_nsd(2, tmp_path / "dest", base_url=url, accept_terms=True)
+    nsd_fetch.fetch_nsd(2, tmp_path / "dest", base_url=url, accept_terms=True)
     assert not [m for m, *_ in RangeHandler.log if m == "GET"]  # everything complete: nothing downloaded
 
 
@@ -128,7 +128,7 @@ def test_server_ignoring_range_restarts(server, tmp_path):
     dest.parent.mkdir(parents=True)
     (dest.parent / (dest.name + ".part")).write_bytes(b"garbage that is not the file")
     RangeHandler.ignore_range = True
-    path, what = nsd.download_file(url + rel, dest)
+    path, what = nsd_fetch.download_file(url + rel, dest)
     assert filecmp.cmp(tree / rel, dest, shallow=False) and what.startswith("downloaded")
 
 
@@ -136,26 +136,26 @@ def test_local_file_of_wrong_size_is_replaced(server, tmp_path):
     tree, url = server
     dest = tmp_path / "x.mat"
     dest.write_bytes(b"x" * 3)
-    nsd.download_file(url + nsd.EXPDESIGN, dest)
+    nsd_fetch.download_file(url + nsd.EXPDESIGN, dest)
     assert filecmp.cmp(tree / nsd.EXPDESIGN, dest, shallow=False)
 
 
 def test_refusals(server, tmp_path):
     tree, url = server
     with pytest.raises(PermissionError, match=r"terms of use .*accept_terms=True"):
-        nsd.fetch_nsd(2, tmp_path / "d", base_url=url)
+        nsd_fetch.fetch_nsd(2, tmp_path / "d", base_url=url)
     assert not (tmp_path / "d").exists()  # nothing touched without consent
     with pytest.raises(ValueError, match="protocol must be one of 'brain-diffuser', 'mindeye2'; got 'x'"):
-        nsd.fetch_nsd(2, tmp_path / "d", protocol="x", base_url=url, accept_terms=True)
+        nsd_fetch.fetch_nsd(2, tmp_path / "d", protocol="x", base_url=url, accept_terms=True)
     with pytest.raises(FileNotFoundError, match=r"cannot fetch nsddata/experiments/nsd/nsd_expdesign.mat: .*HTTP 404"):
-        nsd.fetch_nsd(2, tmp_path / "d", base_url=url + "nowhere/", accept_terms=True)
+        nsd_fetch.fetch_nsd(2, tmp_path / "d", base_url=url + "nowhere/", accept_terms=True)
 
 
 def test_missing_captions_warn_and_continue(server, tmp_path, capsys):
     tree, url = server
     for c in nsd.CAPTIONS:
         (tree / c).unlink()
-    got = nsd.fetch_nsd(2, tmp_path / "dest", base_url=url, accept_terms=True)
+    got = nsd_fetch.fetch_nsd(2, tmp_path / "dest", base_url=url, accept_terms=True)
     out = capsys.readouterr().out
     assert "not available" in out and "annotations_trainval2017.zip" in out
     assert any("betas_session03" in str(p) for p in got)

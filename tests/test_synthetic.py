@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from neurodecode import nsd, synthetic
+from neurodecode.sim import world
 from neurodecode.synthetic import ensure_simulated_nsd, get_profile, make_simulated_nsd, read_ground_truth
 
 
@@ -77,8 +78,8 @@ def test_same_seed_same_bytes_and_subjects_independent(smoke, tmp_path):
 def test_ensure_builds_only_missing(tmp_path, monkeypatch):
     root = tmp_path / "cache-world"
     calls = []
-    real = synthetic._build_subject
-    monkeypatch.setattr(synthetic, "_build_subject", lambda *a, **k: (calls.append(a[3]), real(*a, **k))[1])
+    real = world._build_subject
+    monkeypatch.setattr(world, "_build_subject", lambda *a, **k: (calls.append(a[3]), real(*a, **k))[1])
     ensure_simulated_nsd("smoke", 0, (1,), root=root, betas_method="ols", quiet=True)
     ensure_simulated_nsd("smoke", 0, (1,), root=root, betas_method="ols", quiet=True)
     assert calls == [1]
@@ -88,13 +89,13 @@ def test_ensure_builds_only_missing(tmp_path, monkeypatch):
 
 def test_interrupted_build_leaves_no_complete_subject(tmp_path, monkeypatch):
     root = tmp_path / "w"
-    real = synthetic._build_subject
+    real = world._build_subject
 
     def boom(tmp, *a, **k):
         real(tmp, *a, **k)
         raise KeyboardInterrupt("simulated interruption")
 
-    monkeypatch.setattr(synthetic, "_build_subject", boom)
+    monkeypatch.setattr(world, "_build_subject", boom)
     with pytest.raises(KeyboardInterrupt):
         make_simulated_nsd(root, (1,), "smoke", betas_method="ols", quiet=True)
     assert (root / "simulation" / "shared.json").exists()
@@ -102,7 +103,7 @@ def test_interrupted_build_leaves_no_complete_subject(tmp_path, monkeypatch):
     assert not list(root.glob(".build-*"))
     with pytest.raises(FileNotFoundError, match="no complete simulated subject 1"):
         read_ground_truth(root, 1)
-    monkeypatch.setattr(synthetic, "_build_subject", real)
+    monkeypatch.setattr(world, "_build_subject", real)
     ensure_simulated_nsd("smoke", 0, (1,), root=root, betas_method="ols", quiet=True)
     assert json.loads((root / "simulation/subj01/COMPLETE.json").read_text())["subject"] == 1
 

@@ -80,7 +80,7 @@ def test_load_vdvae_strips_module_prefix(tmp_path):
     assert not got.training and len(got.sha256) == 64
     sd["module.decoder.extra"] = torch.zeros(1)
     torch.save(sd, p)
-    with pytest.raises(RuntimeError, match="Unexpected key"):
+    with pytest.raises(RuntimeError, match="1 unexpected keys: decoder.extra"):
         V.load_vdvae(p, config="tiny", device="cpu")
 
 
