@@ -65,9 +65,15 @@ def changed(before: dict, after: dict) -> list:
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
-def run(cmd, **kw) -> subprocess.CompletedProcess:
+#: nbdev_test runs one notebook per core side by side; torch/MKL/OpenMP would start a thread per core in each, and the
+#: oversubscribed spin-waits made a 80 s notebook take 500 s on 2 cores. One thread per notebook (unless set).
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def run(cmd, env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:
     "Run `cmd` without IN_TEST in its environment: with IN_TEST set, `nbdev_export` silently exports nothing."
     env = {k: v for k, v in os.environ.items() if k != "IN_TEST"}
+    env.update({k: v for k, v in (env_extra or {}).items() if k not in os.environ})
     return subprocess.run(cmd, cwd=kw.pop("cwd", ROOT), text=True, capture_output=True, env=env, **kw)
 
 
@@ -130,7 +136,7 @@ def run_nbdev_test(root: Path, flags: str = "") -> tuple[list, list, str]:
     if flags:
         cmd += ["--flags", flags]
     t0 = time.time()
-    r = run(cmd, cwd=root)
+    r = run(cmd, env_extra=SINGLE_THREAD, cwd=root)
     started, failed = parse_nbdev_test(r.stdout, r.stderr)
     timing = "\n".join(ln for ln in r.stdout.splitlines() if re.match(r".+\.ipynb: \d+ secs", ln))
     if r.returncode and not failed:  # crashed before reporting: count every notebook that started as failed
