@@ -27,7 +27,7 @@ __all__ = ['DIR_ENV', 'DIR_ARG', 'PROGRESS_ENV', 'check_choice', 'check_range', 
            'dir_candidates', 'resolve_dir', 'get_data_dir', 'get_weights_dir', 'get_cache_dir', 'NotFoundError',
            'find_file', 'seed_everything', 'make_rng', 'torch_generator', 'resolve_device', 'in_test', 'progress',
            'atomic_write', 'atomic_save', 'hash_obj', 'code_version', 'CorruptArtifactError', 'CacheWarning',
-           'ArtifactCache', 'as_cache', 'git_commit', 'sha256_file', 'resize_images']
+           'ArtifactCache', 'as_cache', 'output_set', 'git_commit', 'sha256_file', 'resize_images']
 
 # %% ../nbs/00_core.ipynb #fafcc790
 def _fmt_choices(choices: Sequence) -> str:
@@ -562,6 +562,21 @@ def as_cache(cache) -> ArtifactCache | None:
     if isinstance(cache, ArtifactCache):
         return cache
     return ArtifactCache(None if cache is True else cache)
+
+# %% ../nbs/00_core.ipynb #f628b26a
+def output_set(
+    names,  # file stems, one per output (None: "00000", "00001", ...)
+    n: int,  # number of outputs
+    shard=(0, 1),  # (i, n): this job's share of the set
+) -> tuple[list[str], tuple[int, int]]:
+    "Checked file stems for `n` outputs and a checked `shard=(i, n)`."
+    names = [f"{i:05d}" for i in range(n)] if names is None else [str(s) for s in names]
+    if len(names) != n or len(set(names)) != n:
+        raise ValueError(f"names must be {n} distinct file stems; got {len(names)} ({len(set(names))} distinct)")
+    i_sh, n_sh = shard
+    check_range("shard count", n_sh, 1)
+    check_range("shard index", i_sh, 0, n_sh - 1)
+    return names, (int(i_sh), int(n_sh))
 
 # %% ../nbs/00_core.ipynb #2bcc4965
 def git_commit(path: str | os.PathLike | None = None) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from .checkpoints import CheckpointError
 from .core import (ArtifactCache, CacheWarning, NotFoundError, as_cache, atomic_save, check_array,
                               check_choice, check_range, code_version, find_file, get_weights_dir, hash_obj, in_test,
-                              progress, resolve_device)
+                              output_set, progress, resolve_device)
 
 
 # %% auto #0
@@ -650,12 +650,7 @@ def reconstruct_batch(
     from PIL import Image
     x = check_array("init_images", init_images, ndim=4, dtype="u")
     n = len(x)
-    names = [f"{i:05d}" for i in range(n)] if names is None else [str(s) for s in names]
-    if len(names) != n or len(set(names)) != n:
-        raise ValueError(f"names must be {n} distinct file stems; got {len(names)} ({len(set(names))} distinct)")
-    i_sh, n_sh = shard
-    check_range("shard count", n_sh, 1)
-    check_range("shard index", i_sh, 0, n_sh - 1)
+    names, (i_sh, n_sh) = output_set(names, n, shard)
     bs = batch_size or (4 if pipe.device.type == "cuda" and pipe.image_size >= 256 else 16)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .core import atomic_save, check_array, check_choice, check_range, progress
+from .core import atomic_save, check_array, check_choice, check_range, output_set, progress
 from .sd_sampler import SDModel, img2img_timesteps, sd_img2img
 
 # %% auto #0
@@ -209,12 +209,7 @@ def generate(
     "Reconstruct a set into one PNG per (image, repeat); files present are skipped; returns this shard's paths."
     from PIL import Image
     n = len(z_init)
-    names = [f"{i:05d}" for i in range(n)] if names is None else [str(s) for s in names]
-    if len(names) != n or len(set(names)) != n:
-        raise ValueError(f"names must be {n} distinct file stems; got {len(names)} ({len(set(names))} distinct)")
-    i_sh, n_sh = shard
-    check_range("shard count", n_sh, 1)
-    check_range("shard index", i_sh, 0, n_sh - 1)
+    names, (i_sh, n_sh) = output_set(names, n, shard)
     if "indices" in kw:
         raise ValueError("generate seeds image i by its position in z_init; pass the whole set instead of indices=")
     paths = png_paths(out_dir, names, n_repeats)
