@@ -13,9 +13,10 @@ from .core import check_array, check_choice, get_data_dir
 
 # %% auto #0
 __all__ = ['NSD_SUBJECTS', 'NSD_SESSIONS', 'NSD_NSDGENERAL_VOXELS', 'NSD_GRID', 'NSD_BUCKET', 'NSD_TERMS', 'BETAS_VERSION',
-           'BETA_SCALE', 'TRIALS_PER_SESSION', 'EXPDESIGN', 'STIM_INFO', 'STIMULI', 'CAPTIONS', 'ROI_FILES', 'ROIS',
-           'VISUAL_LABELS', 'STREAM_LABELS', 'ROI_MAX_LABEL', 'TR_1PT8MM', 'STIM_SECONDS', 'TRIAL_SECONDS',
-           'SIMULATION_DIR', 'PROTOCOLS', 'roi_file', 'betas_file', 'timeseries_file', 'design_file',
+           'BETA_SCALE', 'TRIALS_PER_SESSION', 'EXPDESIGN', 'STIM_INFO', 'STIMULI', 'CAPTIONS', 'ROI_FILES',
+           'RESPONSES_COLUMNS', 'ROIS', 'VISUAL_LABELS', 'STREAM_LABELS', 'ROI_MAX_LABEL', 'ROI_LABEL_NAMES',
+           'FSAVERAGE_ATLASES', 'TR_1PT8MM', 'STIM_SECONDS', 'TRIAL_SECONDS', 'SIMULATION_DIR', 'PROTOCOLS', 'roi_file',
+           'betas_file', 'timeseries_file', 'design_file', 'brainmask_file', 'responses_file', 'ctab_file',
            'trials_per_session', 'locate_nsd', 'is_simulated']
 
 # %% ../nbs/00a_nsd_layout.ipynb #3b629814
@@ -36,6 +37,9 @@ STIMULI = "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"
 CAPTIONS = ("nsddata_stimuli/stimuli/nsd/annotations/captions_train2017.json",
             "nsddata_stimuli/stimuli/nsd/annotations/captions_val2017.json")
 ROI_FILES = ("nsdgeneral", "prf-visualrois", "streams")
+RESPONSES_COLUMNS = ("SUBJECT", "SESSION", "RUN", "TRIAL", "73KID", "10KID", "TIME", "ISOLD", "ISCORRECT", "RT",
+                     "CHANGEMIND", "MEMORYRECENT", "MEMORYFIRST", "ISOLDCURRENT", "ISCORRECTCURRENT", "TOTAL1",
+                     "TOTAL2", "BUTTON", "MISSINGDATA")  # header of behav/responses.tsv (NSD data manual)
 
 
 def roi_file(subject: int, name: str) -> str:
@@ -58,6 +62,22 @@ def design_file(subject: int, session: int, run: int) -> str:
     "Relative path of the design (.tsv) of one run."
     return f"nsddata_timeseries/ppdata/subj{subject:02d}/func1pt8mm/design/design_session{session:02d}_run{run:02d}.tsv"
 
+
+def brainmask_file(subject: int) -> str:
+    "Relative path of the subject's func1pt8mm brain mask (int16, 1 inside; NSD zeroes betas outside it)."
+    return f"nsddata/ppdata/subj{subject:02d}/func1pt8mm/brainmask.nii.gz"
+
+
+def responses_file(subject: int) -> str:
+    "Relative path of the subject's behavioural responses (one row per stimulus trial)."
+    return f"nsddata/ppdata/subj{subject:02d}/behav/responses.tsv"
+
+
+def ctab_file(name: str, subject: int | None = None) -> str:
+    "Relative path of the label table of atlas `name`: fsaverage's (`subject=None`) or the subject's FreeSurfer one."
+    where = "fsaverage" if subject is None else f"subj{subject:02d}"
+    return f"nsddata/freesurfer/{where}/label/{name}.mgz.ctab"
+
 # %% ../nbs/00a_nsd_layout.ipynb #a8735cb9
 ROIS = {"nsdgeneral": ("nsdgeneral", (1,)),
         "V1": ("prf-visualrois", (1, 2)), "V2": ("prf-visualrois", (3, 4)), "V3": ("prf-visualrois", (5, 6)),
@@ -68,6 +88,12 @@ ROIS = {"nsdgeneral": ("nsdgeneral", (1,)),
 VISUAL_LABELS = {1: "V1", 2: "V1", 3: "V2", 4: "V2", 5: "V3", 6: "V3", 7: "hV4"}
 STREAM_LABELS = {1: "early", 2: "midventral", 3: "midlateral", 4: "midparietal", 5: "ventral", 6: "lateral", 7: "parietal"}
 ROI_MAX_LABEL = {"nsdgeneral": 1, "prf-visualrois": 7, "streams": 7}
+# label tables (`<atlas>.mgz.ctab`, "index name" per line, 0 Unknown first): NSD keeps those of the atlases drawn on
+# fsaverage in freesurfer/fsaverage/label (nsd_access reads them there) and every atlas's in freesurfer/subjXX/label
+ROI_LABEL_NAMES = {"nsdgeneral": {1: "nsdgeneral"},
+                   "prf-visualrois": {1: "V1v", 2: "V1d", 3: "V2v", 4: "V2d", 5: "V3v", 6: "V3d", 7: "hV4"},
+                   "streams": dict(STREAM_LABELS)}
+FSAVERAGE_ATLASES = ("nsdgeneral", "streams")
 
 # %% ../nbs/00a_nsd_layout.ipynb #cfad66d6
 TR_1PT8MM = 4 / 3  # seconds per volume of NSD's func1pt8mm time series (func1mm: 1.0)

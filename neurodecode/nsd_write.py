@@ -13,14 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from .core import atomic_save, atomic_write, check_array, check_choice, check_range, progress
-from .nsd_layout import (BETA_SCALE, CAPTIONS, EXPDESIGN, NSD_SUBJECTS, ROI_MAX_LABEL, SIMULATION_DIR,
-                                    STIM_INFO, STIMULI, TR_1PT8MM, TRIALS_PER_SESSION, _as_int, _subject_path,
-                                    betas_file, design_file, roi_file, timeseries_file, trials_per_session)
+from .nsd_layout import (BETA_SCALE, CAPTIONS, EXPDESIGN, FSAVERAGE_ATLASES, NSD_SUBJECTS, RESPONSES_COLUMNS,
+                                    ROI_LABEL_NAMES, ROI_MAX_LABEL, SIMULATION_DIR, STIM_INFO, STIMULI, TR_1PT8MM,
+                                    TRIAL_SECONDS, TRIALS_PER_SESSION, _as_int, _subject_path, betas_file,
+                                    brainmask_file, ctab_file, design_file, responses_file, roi_file, timeseries_file,
+                                    trials_per_session)
 from .nsd import read_expdesign
 
 # %% auto #0
 __all__ = ['save_nifti', 'write_betas_session', 'write_expdesign', 'stim_info_table', 'write_stim_info', 'write_captions',
-           'write_stimuli', 'write_roi', 'write_timeseries_run', 'write_design_run', 'write_random_nsd']
+           'write_caption_files', 'write_stimuli', 'write_roi', 'write_ctab', 'write_brainmask', 'write_timeseries_run',
+           'write_design_run', 'responses_table', 'write_responses', 'write_random_nsd']
 
 # %% ../nbs/01b_nsd_write.ipynb #1f357a41
 def save_nifti(
@@ -108,7 +111,7 @@ def write_expdesign(
     sharedix,  # (n_shared,) 1-based nsdIds of the shared images
     stimpattern=None,  # (sessions, runs, slots) bool, 1 where a slot shows an image; required unless 750 trials/session
 ) -> Path:
-    "Write `nsd_expdesign.mat` (MATLAB v5, 1-based like NSD's) atomically."
+    "Write `nsd_expdesign.mat` (MATLAB v5, 1-based integer arrays like NSD's, so clients can index with them) atomically."
     from scipy.io import savemat
     mo = _as_int("masterordering", masterordering, 1, lo=1)
     si = _as_int("subjectim", np.atleast_2d(subjectim), 2, lo=0)
@@ -123,8 +126,8 @@ def write_expdesign(
         if si[s].any() and set(si[s, :len(sh)]) != set(sh):
             raise ValueError(f"subjectim row {s + 1} (subject {s + 1}) must start with the {len(sh)} shared images of "
                              "sharedix, as in NSD (the split rule relies on it)")
-    out = {"masterordering": mo[None].astype(np.float64), "subjectim": si.astype(np.float64),
-           "sharedix": sh[None].astype(np.float64)}
+    out = {"masterordering": mo[None].astype(np.int32), "subjectim": si.astype(np.int32),
+           "sharedix": sh[None].astype(np.int32)}  # integers: brain-diffuser indexes subjectim with masterordering
     if stimpattern is not None:
         sp = check_array("stimpattern", stimpattern, ndim=3)
         if int(sp.astype(bool).sum()) != len(mo):
@@ -220,6 +223,19 @@ def write_captions(
     return path
 
 
+def write_caption_files(
+    root,  # NSD root to write under
+    captions_by_coco_id: dict,  # {cocoId: [caption, ...]}
+    coco_split: dict,  # {cocoId: 'train2017' or 'val2017'}: each image's `cocoSplit` in the stimulus table
+) -> list[Path]:
+    "Write both COCO caption files, each image in the file of its split (where `cocoSplit` tells clients to look)."
+    missing = [c for c in captions_by_coco_id if c not in coco_split]
+    if missing:
+        raise ValueError(f"coco_split has no split for {len(missing)} cocoIds, e.g. {missing[0]}; give one per image")
+    return [write_captions(root, {c: v for c, v in captions_by_coco_id.items() if coco_split[c] == s}, s)
+            for s in ("train2017", "val2017")]
+
+
 def write_stimuli(
     root,  # NSD root to write under
     images,  # (n, H, W, 3) uint8: an array, or any object with .shape and slicing (generated lazily)
@@ -273,6 +289,41 @@ def write_roi(
     return save_nifti(Path(root) / roi_file(subject, name), vol.astype(np.int16), affine)
 
 
+def write_ctab(
+    root,  # NSD root to write under
+    name: str,  # atlas name, e.g. 'nsdgeneral', 'prf-visualrois', 'streams'
+    labels: dict,  # {code: name} for the codes > 0 of the atlas, e.g. `ROI_LABEL_NAMES[name]`
+    subject: int | None = None,  # None: fsaverage's label folder; else the subject's FreeSurfer label folder
+) -> Path:
+    "Write an atlas's label table `<name>.mgz.ctab` (`0 Unknown`, then one `code name` line per label) atomically."
+    if subject is not None:
+        _subject_path(subject)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
+        raise ValueError(f"name must be a plain atlas name such as 'nsdgeneral'; got {name!r}")
+    codes = _as_int("label codes", list(labels), 1, lo=1)
+    bad = [v for v in labels.values() if not re.fullmatch(r"\S+", str(v))]
+    if bad:  # clients split each line on a single space
+        raise ValueError(f"label names must be non-empty and free of whitespace; got {bad[0]!r}")
+    path = Path(root) / ctab_file(name, subject)
+    with atomic_write(path, "w") as f:
+        f.write("0 Unknown\n" + "".join(f"{c} {labels[k]}\n" for c, k in sorted(zip(codes, labels))))
+    return path
+
+
+def write_brainmask(
+    root,  # NSD root to write under
+    subject: int,  # 1..8
+    mask,  # X x Y x Z bool: the brain voxels (NSD zeroes betas and time series outside them)
+    affine=None,  # 4 x 4 voxel-to-world (default 1.8 mm isotropic)
+) -> Path:
+    "Write the subject's func1pt8mm `brainmask.nii.gz` (int16, 1 inside the brain, 0 outside) atomically."
+    _subject_path(subject)
+    m = check_array("mask", mask, ndim=3)
+    if not np.isin(m, (0, 1)).all():
+        raise ValueError("mask must hold only 0/1 (or False/True)")
+    return save_nifti(Path(root) / brainmask_file(subject), m.astype(np.int16), affine)
+
+
 def write_timeseries_run(
     root,  # NSD root to write under
     subject: int,  # 1..8
@@ -310,6 +361,82 @@ def write_design_run(
         f.write("".join(f"{int(x)}\n" for x in v))
     return path
 
+# %% ../nbs/01b_nsd_write.ipynb #33bb6c1e
+def responses_table(
+    design: dict,  # from `read_expdesign`: masterordering, subjectim (1-based), optional stimpattern
+    subject: int,  # 1..8
+    n_sessions: int | None = None,  # sessions the subject completed (default: every session of the design)
+    seed=0,  # int or np.random.Generator of the simulated answers
+    session_days: float = 7.0,  # days between sessions (for TIME)
+):
+    "NSD's `responses.tsv` table of a subject: trial facts derived from the design, old/new answers simulated (seeded)."
+    import pandas as pd
+    check_choice("subject", subject, NSD_SUBJECTS)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_range("seed", int(seed), 0))
+    mo = _as_int("masterordering", np.ravel(design["masterordering"]), 1, lo=1)
+    si = _as_int("subjectim", np.atleast_2d(design["subjectim"]), 2, lo=0)
+    tps = trials_per_session(design)
+    n_sess = len(tps) if n_sessions is None else check_range("n_sessions", int(n_sessions), 1, len(tps))
+    T = int(tps[:n_sess].sum())
+    ids = si[subject - 1, mo[:T] - 1]  # 1-based 73k ID of each trial
+    if (ids < 1).any():
+        t = int(np.flatnonzero(ids < 1)[0])
+        raise ValueError(f"subject {subject} has no image at trial {t + 1} (subjectim row {subject}, column {mo[t]} is 0)")
+    session = np.repeat(np.arange(1, n_sess + 1), tps[:n_sess])
+    if "stimpattern" in design:  # image slots of each run, chronological: (run, slot) in row-major order
+        sp = np.asarray(design["stimpattern"]).astype(bool)
+        run, slot = map(np.concatenate, zip(*(np.nonzero(sp[i]) for i in range(n_sess))))
+        run, n_slots = run + 1, sp.shape[2]
+    else:  # NSD: 12 runs, 63 stimulus trials in odd runs and 62 in even ones (blank slots unknown)
+        per = np.tile([63, 62], 6)
+        run = np.tile(np.repeat(np.arange(1, 13), per), n_sess)
+        slot = np.tile(np.concatenate([np.arange(k) for k in per]), n_sess)
+        n_slots = 75
+    block = np.r_[0, np.flatnonzero(np.diff(session * 1000 + run)) + 1]  # first row of each (session, run)
+    trial = np.arange(T) - np.repeat(block, np.diff(np.r_[block, T])) + 1
+    secs = 9 * 3600 + (run - 1) * (n_slots * TRIAL_SECONDS + 60) + slot * TRIAL_SECONDS
+    time = (session - 1) * float(session_days) + secs / 86400
+    prev, first, last, firsts = np.full(T, -1), np.full(T, -1), {}, {}
+    for t, i in enumerate(ids.tolist()):
+        if i in last:
+            prev[t], first[t] = last[i], firsts[i]
+        firsts.setdefault(i, t); last[i] = t
+    old = prev >= 0
+    gap = np.where(old, np.arange(T) - prev - 1, np.nan)
+    old_now = old & (session[np.maximum(prev, 0)] == session)
+    # simulated answers (the draws' order is fixed: same seed, same table)
+    say_old = rng.random(T) < np.where(old, 0.55 + 0.35 * np.exp(-np.nan_to_num(gap) / 150), 0.15)
+    answered = rng.random(T) >= 0.02
+    change = answered & (rng.random(T) < 0.03)
+    rt = np.minimum(450 + rng.lognormal(np.log(350), 0.45, T), 3999.0)
+    na = lambda x: np.where(answered, x, np.nan)
+    cols = [np.full(T, subject), session, run, trial, ids, mo[:T], time, old.astype(int), na(say_old == old), na(rt),
+            na(change), gap, np.where(old, np.arange(T) - first - 1, np.nan), old_now.astype(int),
+            na(say_old == old_now), (answered & ~say_old).astype(int) + (change & say_old),
+            (answered & say_old).astype(int) + (change & ~say_old), na(np.where(say_old, 2, 1)), np.zeros(T, int)]
+    return pd.DataFrame(dict(zip(RESPONSES_COLUMNS, cols)))
+
+
+def write_responses(
+    root,  # NSD root to write under
+    subject: int,  # 1..8
+    table,  # DataFrame with NSD's columns (`RESPONSES_COLUMNS`, in order), e.g. from `responses_table`
+) -> Path:
+    "Write the subject's `behav/responses.tsv` (tab-separated, header row, NaN for missing values) atomically."
+    import pandas as pd
+    _subject_path(subject)
+    df = pd.DataFrame(table)
+    if tuple(df.columns) != RESPONSES_COLUMNS:
+        raise ValueError(f"the responses table must have NSD's columns {list(RESPONSES_COLUMNS)} in that order; got "
+                         f"{list(df.columns)[:6]}...; build it with responses_table(design, subject)")
+    if len(df) and not (df["SUBJECT"] == subject).all():
+        raise ValueError(f"SUBJECT must be {subject} in every row of subject {subject}'s responses")
+    path = Path(root) / responses_file(subject)
+    with atomic_write(path, "w") as f:
+        df.to_csv(f, sep="\t", index=False, na_rep="NaN", float_format="%.12g")
+    return path
+
+
 # %% ../nbs/01b_nsd_write.ipynb #dc9bde09
 class _SmoothImages:
     "Lazily generated smooth uint8 images (cheap to compress), one per id: `obj[a:b]` is (b-a) x size x size x 3."
@@ -342,7 +469,7 @@ def write_random_nsd(
     image_size: int = 16,  # stored image size (NSD: 425)
     n_stimuli: int | None = None,  # rows of imgBrick (NSD: 73,000); default: just the images used
     betas_sessions: int | None = None,  # sessions whose betas are written (default all)
-    betas_fmt: str = "hdf5",  # 'hdf5' or 'nii.gz'
+    betas_fmt: str = "hdf5",  # 'hdf5', 'nii.gz' or 'both' (NSD ships both)
     compression: str | None = "gzip",  # HDF5 filter of the betas files
     stimuli_compression: str | None = "gzip",  # HDF5 filter of imgBrick (None: unwritten rows still cost no disk)
     simulated: bool = False,  # add a `simulation/` folder (marks the tree as simulated)
@@ -351,6 +478,7 @@ def write_random_nsd(
 ) -> Path:
     "Write a format-faithful NSD tree with random content for one subject (a test/benchmark fixture)."
     check_choice("subject", subject, NSD_SUBJECTS)
+    fmts = ("hdf5", "nii.gz") if check_choice("betas_fmt", betas_fmt, ("hdf5", "nii.gz", "both")) == "both" else (betas_fmt,)
     rng = np.random.default_rng(seed)
     root = Path(root)
     n_trials = n_sessions * trials
@@ -369,11 +497,12 @@ def write_random_nsd(
     write_expdesign(root, mo, si, ids[:n_shared], stimpattern=sp)
     design = read_expdesign(root)
     coco = np.arange(N) + 100_000
-    write_stim_info(root, stim_info_table(design, coco, np.where(np.arange(N) % 7 == 0, "val2017", "train2017")))
+    split = np.where(np.arange(N) % 7 == 0, "val2017", "train2017")
+    write_stim_info(root, stim_info_table(design, coco, split))
     used = np.sort(ids - 1)
     caps = {int(coco[i]): [f"random image {i} caption {k}" for k in range(5)] for i in used}
-    for split in ("train2017", "val2017"):
-        write_captions(root, {c: v for c, v in caps.items() if ((c - 100_000) % 7 == 0) == (split == "val2017")}, split)
+    write_caption_files(root, caps, {int(coco[i]): str(split[i]) for i in used})
+    write_responses(root, subject, responses_table(design, subject, seed=seed))
     write_stimuli(root, _SmoothImages(used, image_size), ids=used, n_images=N, compression=stimuli_compression)
     # a blob-shaped brain and an nsdgeneral of exactly n_voxels voxels at its back
     X, Y, Z = grid
@@ -388,13 +517,18 @@ def write_random_nsd(
     streams = gen * (1 + np.arange(gen.size).reshape(grid) % 7)
     for name, vol in (("nsdgeneral", gen), ("prf-visualrois", vis), ("streams", streams)):
         write_roi(root, subject, name, np.where(brain, vol, -1))
+        write_ctab(root, name, ROI_LABEL_NAMES[name], subject)
+    for name in FSAVERAGE_ATLASES:
+        write_ctab(root, name, ROI_LABEL_NAMES[name])
+    write_brainmask(root, subject, brain)
     mask = gen == 1
     effect = rng.normal(0, 1, (n_img, n_voxels)).astype(np.float32)  # % signal change per image
     ends = np.cumsum(trials_per_session(design))
     for s in progress(range(1, (betas_sessions or n_sessions) + 1), desc="random betas", quiet=quiet):
         col = mo[ends[s - 1] - trials:ends[s - 1]] - 1
         b = effect[col] + rng.normal(0, 1, (trials, n_voxels)).astype(np.float32)
-        write_betas_session(root, subject, s, b, mask, fmt=betas_fmt, compression=compression)
+        for fmt in fmts:
+            write_betas_session(root, subject, s, b, mask, fmt=fmt, compression=compression)
     if simulated:
         (root / SIMULATION_DIR).mkdir(exist_ok=True)
     return root
