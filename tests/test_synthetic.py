@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from neurodecode import nsd, synthetic
+from neurodecode import nsd_layout as layout
 from neurodecode.sim import world
 from neurodecode.synthetic import ensure_simulated_nsd, get_profile, make_simulated_nsd, read_ground_truth
 
@@ -33,7 +34,10 @@ def test_tree_layout_and_reader(smoke):
     for rel in (nsd.EXPDESIGN, nsd.STIM_INFO, nsd.STIMULI, nsd.CAPTIONS[0], nsd.roi_file(1, "nsdgeneral"),
                 nsd.roi_file(1, "prf-visualrois"), nsd.roi_file(1, "streams"), nsd.betas_file(1, 2),
                 nsd.timeseries_file(1, 2, P.n_runs), nsd.design_file(1, 1, 1),
-                "simulation/subj01/ground_truth.hdf5", "simulation/subj01/COMPLETE.json", "simulation/shared.json"):
+                "simulation/subj01/ground_truth.hdf5", "simulation/subj01/COMPLETE.json", "simulation/shared.json",
+                # the forms NSD's other clients open (tests/test_nsd_clients.py reads them as those clients do)
+                nsd.CAPTIONS[1], nsd.betas_file(1, 2, "nii.gz"), layout.brainmask_file(1), layout.responses_file(1),
+                layout.ctab_file("nsdgeneral"), layout.ctab_file("streams"), layout.ctab_file("prf-visualrois", 1)):
         assert (smoke / rel).is_file(), rel
     assert not list(smoke.glob(".build-*")), "temporary build folders must be gone"
     sd = nsd.load_subject(1, data_dir=smoke, cache=False, quiet=True)

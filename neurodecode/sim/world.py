@@ -19,21 +19,23 @@ from .. import nsd_write
 from ..betas import fit_single_trial
 from ..core import atomic_save, atomic_write, check_choice, check_range, get_cache_dir, progress
 from ..nsd import read_expdesign
+from ..nsd_layout import FSAVERAGE_ATLASES, ROI_LABEL_NAMES
 from .bold import SimSession, hrf_library, ols_betas, simulate_session
 from .brain import LOWLEVEL_CHANNELS, SEMANTIC_FEATURES, Brain, brain_responses, make_brain
 from .profile import Profile, _seed_rng, get_profile, make_design, subject_trials
 from .scenes import Scenes, make_scenes
 
 # %% auto #0
-__all__ = ['NOISE', 'COCO_ID_OFFSET', 'FORMAT_VERSION', 'N_NOISE_COMPONENTS', 'make_simulated_nsd', 'simulated_nsd_dir',
-           'ensure_simulated_nsd', 'GroundTruth', 'read_ground_truth']
+__all__ = ['NOISE', 'COCO_ID_OFFSET', 'FORMAT_VERSION', 'VAL2017_FRACTION', 'N_NOISE_COMPONENTS', 'make_simulated_nsd',
+           'simulated_nsd_dir', 'ensure_simulated_nsd', 'GroundTruth', 'read_ground_truth']
 
 # %% ../../nbs/01i_sim_world.ipynb #c3a322e7
 NOISE = {"thermal_sd": 2.4, "structured_sd": 1.5, "drift_sd": 1.5, "latent_ar1": 0.8}  # % signal change at SNR 1
 COCO_ID_OFFSET = 900_000  # simulated cocoIds are COCO_ID_OFFSET + nsdId (real COCO ids are below 600,000)
-FORMAT_VERSION = 1  # bump when the tree's content changes for the same (profile, seed)
+FORMAT_VERSION = 2  # bump when the tree's content changes for the same (profile, seed); 2: the client file forms
+VAL2017_FRACTION = 0.04  # share of images filed under COCO's val2017 (COCO 2017: 5k of 123k images)
 N_NOISE_COMPONENTS = 4
-_SUBJECT_DIRS = ("nsddata/ppdata/subj{s:02d}", "nsddata_timeseries/ppdata/subj{s:02d}",
+_SUBJECT_DIRS = ("nsddata/ppdata/subj{s:02d}", "nsddata/freesurfer/subj{s:02d}", "nsddata_timeseries/ppdata/subj{s:02d}",
                  "nsddata_betas/ppdata/subj{s:02d}", "simulation/subj{s:02d}")
 
 
@@ -82,11 +84,15 @@ def _write_shared(root: Path, P: Profile, seed: int, quiet=None) -> dict:
         images[a:a + len(sc)] = sc.images
         captions += sc.captions; graphs += sc.graphs
     coco = COCO_ID_OFFSET + np.arange(N)
+    split = np.where(_seed_rng(seed, "coco-split").random(N) < VAL2017_FRACTION, "val2017", "train2017")
     nsd_write.write_stimuli(root, images)
-    nsd_write.write_captions(root, {int(c): caps for c, caps in zip(coco, captions)}, "train2017")
+    nsd_write.write_caption_files(root, {int(c): caps for c, caps in zip(coco, captions)},
+                                  {int(c): str(s) for c, s in zip(coco, split)})
     p = nsd_write.write_expdesign(root, design["masterordering"], design["subjectim"], design["sharedix"], design["stimpattern"])
     _fix_mat_header(p)
-    nsd_write.write_stim_info(root, nsd_write.stim_info_table(design, coco, "train2017"))
+    nsd_write.write_stim_info(root, nsd_write.stim_info_table(design, coco, split))
+    for name in FSAVERAGE_ATLASES:  # label tables of the atlases drawn on fsaverage, where nsd_access reads them
+        nsd_write.write_ctab(root, name, ROI_LABEL_NAMES[name])
     _write_json(root / "simulation" / "scene_graphs.json", graphs)
     lib = hrf_library()
     with atomic_write(root / "simulation" / "hrf_library.tsv", "w") as f:  # 501 x 20 at 0.1 s, like GLMsingle's
@@ -132,6 +138,10 @@ def _build_subject(root: Path, P: Profile, seed: int, subject: int, design: dict
     del noise
     for name, vol in _roi_volumes(brain).items():
         nsd_write.write_roi(root, subject, name, vol)
+        nsd_write.write_ctab(root, name, ROI_LABEL_NAMES[name], subject)
+    nsd_write.write_brainmask(root, subject, brain.brain_mask)  # time series and betas are 0 outside it
+    nsd_write.write_responses(root, subject, nsd_write.responses_table(design, subject,
+                                                                       seed=_seed_rng(seed, "behaviour", subject)))
     lib = hrf_library()
     tps = P.trials_per_session
     latents, fit_info = [], []
@@ -156,7 +166,8 @@ def _build_subject(root: Path, P: Profile, seed: int, subject: int, design: dict
             nsd_write.write_design_run(root, subject, i + 1, r + 1, dv)
             runs.append(y.astype(np.float32)); dvecs.append(dv)
         B, info = _session_betas(runs, dvecs, sim, P, betas_method, device, seed, quiet)
-        nsd_write.write_betas_session(root, subject, i + 1, B.T, mask)
+        for fmt in ("hdf5", "nii.gz"):  # NSD ships both: the NIfTI is the HDF5 array transposed
+            nsd_write.write_betas_session(root, subject, i + 1, B.T, mask, fmt=fmt)
         latents.append(np.stack(sim.noise["latents"])); fit_info.append(info)
         noise_params = {k: v for k, v in sim.noise.items() if k not in ("loadings", "latents", "baseline")}
         del sim, runs, B
