@@ -1,12 +1,13 @@
 "Simulated NSD: tree layout and reader round trip, determinism, incremental and interrupted builds, errors."
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from neurodecode import nsd, synthetic
+from neurodecode import nsd, nsd_write, synthetic
 from neurodecode import nsd_layout as layout
 from neurodecode.sim import world
 from neurodecode.synthetic import ensure_simulated_nsd, get_profile, make_simulated_nsd, read_ground_truth
@@ -123,3 +124,44 @@ def test_errors(smoke, tmp_path):
         ensure_simulated_nsd("tiny", root=tmp_path / "y")
     with pytest.raises(FileNotFoundError, match=r"make_simulated_nsd\("):
         read_ground_truth(smoke, 2)
+
+
+def _as_format_1(root: Path):
+    "Turn a format-2 tree back into what format 1 wrote: no client file forms, doubles in the expdesign, one caption file."
+    import scipy.io
+    every = {int(c): cs for c, cs in zip(*_captions_by_coco(root))}  # before the val2017 file goes
+    for rel in ("nsddata/freesurfer", "nsddata_stimuli/stimuli/nsd/annotations/captions_val2017.json"):
+        p = root / rel
+        (p.unlink() if p.is_file() else shutil.rmtree(p))
+    for pat in ("nsddata_betas/**/*.nii.gz", "nsddata/ppdata/*/func1pt8mm/brainmask.nii.gz", "nsddata/ppdata/*/behav"):
+        for p in root.glob(pat):
+            (p.unlink() if p.is_file() else shutil.rmtree(p))
+    caps = root / layout.CAPTIONS[0]
+    nsd_write.write_captions(root, every, "train2017")
+    m = scipy.io.loadmat(root / layout.EXPDESIGN)
+    scipy.io.savemat(root / layout.EXPDESIGN, {k: np.asarray(m[k], np.float64) for k in
+                                               ("masterordering", "subjectim", "sharedix", "stimpattern")})
+    info = nsd.read_stim_info(root)
+    info["cocoSplit"] = "train2017"
+    info.to_csv(root / layout.STIM_INFO, index=False)
+    for p in [root / "simulation" / "shared.json", *root.glob("simulation/subj*/COMPLETE.json")]:
+        p.write_text(json.dumps({**json.loads(p.read_text()), "format_version": 1}))
+    assert caps.exists()
+
+
+def _captions_by_coco(root: Path):
+    info = nsd.read_stim_info(root)
+    return info["cocoId"].to_numpy(), nsd.read_captions(info["nsdId"].to_numpy(), root, info)
+
+
+def test_format_1_tree_is_upgraded_in_place_without_rebuilding(smoke, tmp_path, monkeypatch):
+    old = tmp_path / "old"
+    shutil.copytree(smoke, old)
+    _as_format_1(old)
+    assert not (old / layout.betas_file(1, 1, "nii.gz")).exists()
+    monkeypatch.setattr(world, "_build_subject", lambda *a, **k: pytest.fail("a format-1 subject was rebuilt"))
+    ensure_simulated_nsd("smoke", 0, (1,), root=old, betas_method="ols", quiet=True)
+    a, b = _digests(smoke), _digests(old)
+    assert set(a) == set(b), sorted(set(a) ^ set(b))[:5]
+    # the upgrade rewrites the tables format 2 adds or changes; every file then matches a fresh format-2 build
+    assert a == b, sorted(k for k in a if a[k] != b[k])[:5]

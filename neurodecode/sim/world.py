@@ -19,7 +19,7 @@ from .. import nsd_write
 from ..betas import fit_single_trial
 from ..core import atomic_save, atomic_write, check_choice, check_range, get_cache_dir, progress
 from ..nsd import read_expdesign
-from ..nsd_layout import FSAVERAGE_ATLASES, ROI_LABEL_NAMES
+from ..nsd_layout import CAPTIONS, EXPDESIGN, FSAVERAGE_ATLASES, ROI_LABEL_NAMES, betas_file
 from .bold import SimSession, hrf_library, ols_betas, simulate_session
 from .brain import LOWLEVEL_CHANNELS, SEMANTIC_FEATURES, Brain, brain_responses, make_brain
 from .profile import Profile, _seed_rng, get_profile, make_design, subject_trials
@@ -72,6 +72,20 @@ def _subject_scenes(design: dict, P: Profile, seed: int, subject: int) -> Scenes
                   parts[0].graphs + parts[1].graphs)
 
 
+def _write_shared_tables(root: Path, design: dict, captions: list, seed: int):
+    "Captions (both COCO files), expdesign, stim info and fsaverage label tables: the shared files besides the stimuli."
+    N = design["n_images_total"]
+    coco = COCO_ID_OFFSET + np.arange(N)
+    split = np.where(_seed_rng(seed, "coco-split").random(N) < VAL2017_FRACTION, "val2017", "train2017")
+    nsd_write.write_caption_files(root, {int(c): caps for c, caps in zip(coco, captions)},
+                                  {int(c): str(s) for c, s in zip(coco, split)})
+    p = nsd_write.write_expdesign(root, design["masterordering"], design["subjectim"], design["sharedix"], design["stimpattern"])
+    _fix_mat_header(p)
+    nsd_write.write_stim_info(root, nsd_write.stim_info_table(design, coco, split))
+    for name in FSAVERAGE_ATLASES:  # label tables of the atlases drawn on fsaverage, where nsd_access reads them
+        nsd_write.write_ctab(root, name, ROI_LABEL_NAMES[name])
+
+
 def _write_shared(root: Path, P: Profile, seed: int, quiet=None) -> dict:
     "Stimuli, captions, expdesign, stim info and scene graphs of the world (depend only on profile and seed)."
     design = make_design(P, seed)
@@ -83,16 +97,8 @@ def _write_shared(root: Path, P: Profile, seed: int, quiet=None) -> dict:
         sc = make_scenes(min(step, N - a), seed=seed, size=P.image_size, start=a)
         images[a:a + len(sc)] = sc.images
         captions += sc.captions; graphs += sc.graphs
-    coco = COCO_ID_OFFSET + np.arange(N)
-    split = np.where(_seed_rng(seed, "coco-split").random(N) < VAL2017_FRACTION, "val2017", "train2017")
     nsd_write.write_stimuli(root, images)
-    nsd_write.write_caption_files(root, {int(c): caps for c, caps in zip(coco, captions)},
-                                  {int(c): str(s) for c, s in zip(coco, split)})
-    p = nsd_write.write_expdesign(root, design["masterordering"], design["subjectim"], design["sharedix"], design["stimpattern"])
-    _fix_mat_header(p)
-    nsd_write.write_stim_info(root, nsd_write.stim_info_table(design, coco, split))
-    for name in FSAVERAGE_ATLASES:  # label tables of the atlases drawn on fsaverage, where nsd_access reads them
-        nsd_write.write_ctab(root, name, ROI_LABEL_NAMES[name])
+    _write_shared_tables(root, design, captions, seed)
     _write_json(root / "simulation" / "scene_graphs.json", graphs)
     lib = hrf_library()
     with atomic_write(root / "simulation" / "hrf_library.tsv", "w") as f:  # 501 x 20 at 0.1 s, like GLMsingle's
@@ -101,6 +107,9 @@ def _write_shared(root: Path, P: Profile, seed: int, quiet=None) -> dict:
     return design
 
 # %% ../../nbs/01i_sim_world.ipynb #a7bc2f72
+_SUBJECT_ATLASES = ("nsdgeneral", "prf-visualrois", "streams")  # the label volumes each subject has
+
+
 def _roi_volumes(brain: Brain) -> dict:
     "NSD-convention label volumes: -1 outside the brain, 0 unlabelled, codes inside."
     out = {}
@@ -110,6 +119,15 @@ def _roi_volumes(brain: Brain) -> dict:
         vol[brain.brain_mask] = vals
         out[name] = vol
     return out
+
+
+def _write_subject_tables(root: Path, seed: int, subject: int, design: dict, brain: Brain):
+    "A subject's atlas label tables, brain mask and behavioural responses (format 2's client files)."
+    for name in _SUBJECT_ATLASES:
+        nsd_write.write_ctab(root, name, ROI_LABEL_NAMES[name], subject)
+    nsd_write.write_brainmask(root, subject, brain.brain_mask)  # time series and betas are 0 outside it
+    nsd_write.write_responses(root, subject, nsd_write.responses_table(design, subject,
+                                                                       seed=_seed_rng(seed, "behaviour", subject)))
 
 
 def _session_betas(runs: list, design_vectors: list, sim: SimSession, P: Profile, method: str, device, seed: int,
@@ -138,10 +156,7 @@ def _build_subject(root: Path, P: Profile, seed: int, subject: int, design: dict
     del noise
     for name, vol in _roi_volumes(brain).items():
         nsd_write.write_roi(root, subject, name, vol)
-        nsd_write.write_ctab(root, name, ROI_LABEL_NAMES[name], subject)
-    nsd_write.write_brainmask(root, subject, brain.brain_mask)  # time series and betas are 0 outside it
-    nsd_write.write_responses(root, subject, nsd_write.responses_table(design, subject,
-                                                                       seed=_seed_rng(seed, "behaviour", subject)))
+    _write_subject_tables(root, seed, subject, design, brain)
     lib = hrf_library()
     tps = P.trials_per_session
     latents, fit_info = [], []
@@ -208,12 +223,47 @@ def _subject_complete(root: Path, subject: int, params: dict) -> bool:
         return False
 
 
+def _upgrade_from_v1(root: Path, P: Profile, seed: int):
+    """Bring a format-1 tree to format 2 in place: add the client file forms (both caption files, integer expdesign,
+    label tables, brain masks, responses, NIfTI betas) without rebuilding; the data values stay those of the tree."""
+    import h5py
+    design = make_design(P, seed)
+    if not np.array_equal(read_expdesign(root)["masterordering"], design["masterordering"]):
+        raise ValueError(f"{root / EXPDESIGN} does not match the world it claims to be (profile {P.name!r}, seed "
+                         f"{seed}); delete {root} and build again")
+    src = root / CAPTIONS[0]  # format 1 filed every image under train2017
+    try:
+        ann = json.loads(src.read_text())["annotations"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"cannot upgrade {root}: {src} is unreadable ({e}); delete {root} and build again") from e
+    caps = {int(c): [] for c in COCO_ID_OFFSET + np.arange(design["n_images_total"])}
+    for a in ann:
+        caps[int(a["image_id"])].append(a["caption"])
+    _write_shared_tables(root, design, list(caps.values()), seed)
+    for marker in sorted(root.glob("simulation/subj*/COMPLETE.json")):
+        params = json.loads(marker.read_text())
+        if params.get("format_version") != 1:
+            continue
+        s = int(params["subject"])
+        _write_subject_tables(root, seed, s, design, make_brain(P, seed, s))
+        session = 1
+        while (h := root / betas_file(s, session, "hdf5")).exists():
+            with h5py.File(h, "r") as f:  # trials x Z x Y x X int16; NSD's NIfTI is its transpose
+                nsd_write.save_nifti(root / betas_file(s, session, "nii.gz"), f["betas"][()].transpose(3, 2, 1, 0))
+            session += 1
+        _write_json(marker, {**params, "format_version": FORMAT_VERSION})
+    _write_json(root / "simulation" / "shared.json", _world_params(P, seed))
+
+
 def _check_world(root: Path, P: Profile, seed: int) -> bool:
     "True if `root` already holds this world's shared part; an error if it holds another world's."
     p = root / "simulation" / "shared.json"
     if not p.exists():
         return False
     got = json.loads(p.read_text())
+    if got == {**_world_params(P, seed), "format_version": 1}:
+        _upgrade_from_v1(root, P, seed)
+        got = json.loads(p.read_text())
     if got != _world_params(P, seed):
         raise ValueError(f"{root} already holds a simulated NSD with profile {got.get('profile')!r} and seed "
                          f"{got.get('seed')} (format {got.get('format_version')}), not profile {P.name!r} and seed "
