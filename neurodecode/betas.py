@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import check_array, check_choice, check_range, in_test, progress, resolve_device
+from .core import check_array, check_choice, check_range, check_subject, in_test, progress, resolve_device
 from .glm import (Badness, Trials, fracridge_alphas, ols_map, ols_map_gram, orth_basis, parse_design,
                              poly_basis, poly_degree, run_svd, select_n_pcs, tail_threshold, trial_design, xval_badness)
 from .hrf import canonical_hrf, default_hrf_library
@@ -610,6 +610,7 @@ def write_nsd_betas(
     import os
     import shutil
     import tempfile
+    subject = check_subject(subject)
     check_choice("kind", kind, tuple(NSD_BETA_FOLDERS))
     mask = fit.mask if mask is None else mask
     if mask is None:

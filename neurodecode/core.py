@@ -441,7 +441,12 @@ class ArtifactCache:
         except (ValueError, OSError):
             return None
         fmt = m.get("format") if isinstance(m, dict) else None
-        return m if fmt in self._FORMATS and m.get("file") in self._data_names(key, fmt) else None
+        if fmt not in self._FORMATS or m.get("file") not in self._data_names(key, fmt):
+            return None
+        files = m.get("files", {})
+        ok = isinstance(files, dict) and all(isinstance(f, dict) and isinstance(f.get("file"), str)
+                                             and Path(f["file"]).name == f["file"] for f in files.values())
+        return m if ok else None
 
     def manifest(self, stage: str, key: str) -> dict | None:
         "The manifest of a complete artifact (data file present, size as recorded), or None. Does not read the data."
@@ -466,16 +471,17 @@ class ArtifactCache:
         m = self._read_manifest(stage, key)
         if m is None:
             return "corrupt", None, f"its manifest {mp} cannot be read or names no data file"
-        data = self.root / stage / m["file"]
-        if not data.exists():
-            return "corrupt", m, f"{data} is missing (its manifest {mp.name} is there)"
-        if m.get("size") != (size := data.stat().st_size):
-            return "corrupt", m, f"{data} has {size:,} bytes, its manifest says {m.get('size')!r} (truncated or replaced)"
-        if self.verify == "content":
-            if not m.get("sha256"):
-                return "corrupt", m, f"{data} cannot be verified: its manifest has no sha256 (not written by ArtifactCache)"
-            if (got := self._sha256(data)) != m["sha256"]:
-                return "corrupt", m, f"{data} does not match its manifest's sha256 ({got[:12]}... vs {m['sha256'][:12]}...)"
+        for f in [m, *(m.get("files") or {}).values()]:  # the data file, then its companion files
+            p = self.root / stage / str(f.get("file"))
+            if not p.is_file():
+                return "corrupt", m, f"{p} is missing (its manifest {mp.name} lists it)"
+            if f.get("size") != (size := p.stat().st_size):
+                return "corrupt", m, f"{p} has {size:,} bytes, its manifest says {f.get('size')!r} (truncated or replaced)"
+            if self.verify == "content":
+                if not f.get("sha256"):
+                    return "corrupt", m, f"{p} cannot be verified: its manifest has no sha256 (not written by ArtifactCache)"
+                if (got := self._sha256(p)) != f["sha256"]:
+                    return "corrupt", m, f"{p} does not match its manifest's sha256 ({got[:12]}... vs {f['sha256'][:12]}...)"
         return "ok", m, ""
 
     def exists(self, stage: str, key: str) -> bool:
@@ -490,21 +496,30 @@ class ArtifactCache:
         m = self.manifest(stage, key)
         return None if m is None else self.root / stage / m["file"]
 
-    def save(self, stage: str, key: str, obj, fmt: str = "pkl", params: dict | None = None, what: str = "") -> Path:
+    def save(self, stage: str, key: str, obj, fmt: str = "pkl", params: dict | None = None, what: str = "",
+             files: dict | None = None) -> Path:
         """Write `obj` atomically, then its manifest (so an interrupted write is never taken as valid).
 
         Overwriting keeps the previous version valid until the new one is complete: the data goes to the other of
         two file names, the manifest is switched to it atomically, and only then is the old file removed. A run
-        killed while it replaces a checkpoint therefore still finds the previous checkpoint."""
+        killed while it replaces a checkpoint therefore still finds the previous checkpoint. `files` (`{name: path}`)
+        are companion files the caller already wrote into the stage folder (e.g. arrays to memory-map): their sizes
+        and sha256 go into the manifest, and `check`/`load` verify them with the artifact."""
         check_choice("fmt", fmt, self._FORMATS)
         d = self.root / stage
+        extra = {}
+        for name, p in (files or {}).items():
+            p = Path(p)
+            if p.parent.resolve() != d.resolve() or not p.is_file():
+                raise ValueError(f"companion file {name}={p} must be an existing file in the stage folder {d}")
+            extra[str(name)] = {"file": p.name, "size": p.stat().st_size, "sha256": self._sha256(p)}
         old = self.manifest(stage, key)  # a complete previous version stays until the new one is complete
         names = self._data_names(key, fmt)
         data = d / (names[1] if old is not None and old["file"] == names[0] else names[0])
         atomic_save(data, lambda t: _dump(obj, t, fmt))
         m = {"stage": stage, "key": key, "what": what or stage, "file": data.name, "format": fmt,
              "size": data.stat().st_size, "sha256": self._sha256(data),
-             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "params": params or {}}
+             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "params": params or {}, **({"files": extra} if extra else {})}
         with atomic_write(d / f"{key}.json", "w") as f:
             json.dump(m, f, indent=1, default=_json_default)
         for stale in {d / n for f in self._FORMATS for n in self._data_names(key, f)} - {data}:

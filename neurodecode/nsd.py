@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import (ArtifactCache, NotFoundError, atomic_save, check_choice, check_range, code_version,
-                              find_file, get_cache_dir, get_data_dir, progress, resize_images)
+from .core import (ArtifactCache, NotFoundError, atomic_save, check_choice, check_range, check_subject,
+                              code_version, find_file, get_cache_dir, get_data_dir, progress, resize_images)
 from .nsd_layout import *
 from .nsd_layout import _as_int, _subject_path
 
@@ -75,20 +75,54 @@ def _roi_names(roi) -> list[str]:
     return names
 
 
+def _grids(subject: int, root: Path) -> dict:
+    "`{path: X x Y x Z}` of the subject's ROI files and first betas file that are present (headers only)."
+    out = {}
+    for p in [root / roi_file(subject, f) for f in ROI_FILES] + [root / betas_file(subject, 1, f) for f in ("hdf5", "nii.gz")]:
+        if not p.is_file() or (p.name.startswith("betas") and any(q.name.startswith("betas") for q in out)):
+            continue
+        try:
+            if p.suffix == ".hdf5":
+                import h5py
+                with h5py.File(p, "r") as f:
+                    out[p] = tuple(f["betas"].shape[1:][::-1])
+            else:
+                out[p] = tuple(_load_nifti(p).shape[:3])
+        except (OSError, KeyError, ValueError):
+            pass  # an unreadable file gets its own error where it is read
+    return out
+
+
+def _roi_volume(subject: int, fname: str, data_dir, grids: dict | None = None) -> tuple[np.ndarray, Path, dict]:
+    "A ROI volume, checked 3-D and on the grid that the subject's other ROI files and betas agree on (else blamed)."
+    from collections import Counter
+    rel = roi_file(subject, fname)
+    p = _find(rel, data_dir, f"ROI file {fname}.nii.gz of subject {subject}", subject)
+    vol = np.asarray(_load_nifti(p).dataobj)
+    if vol.ndim != 3:
+        raise ValueError(f"ROI volume {p} must be 3-D; got shape {vol.shape}")
+    grids = _grids(subject, p.parents[len(Path(rel).parts) - 1]) if grids is None else grids
+    others = {q: g for q, g in grids.items() if q.name != p.name}
+    top = Counter(others.values()).most_common(2)
+    if top and vol.shape != top[0][0] and (len(top) == 1 or top[0][1] > top[1][1]):
+        names = ", ".join(q.name for q, g in others.items() if g == top[0][0])
+        raise ValueError(f"ROI volume {p} has shape {vol.shape}; expected {top[0][0]}, the subject's func1pt8mm grid "
+                         f"(that of {names}). This file is damaged or from another subject or preparation: download "
+                         "it again")
+    return vol, p, grids
+
+
 def load_roi_mask(
     subject: int,  # 1..8
     roi="nsdgeneral",  # an ROI name or a list of names (union)
     data_dir=None,  # NSD root (default: `get_data_dir()`)
 ) -> np.ndarray:
     "Boolean X x Y x Z mask of `roi` in the subject's func1pt8mm grid."
-    check_choice("subject", subject, NSD_SUBJECTS)
-    mask = None
+    subject = check_subject(subject)
+    mask, grids = None, None
     for n in _roi_names(roi):
         fname, vals = ROIS[n]
-        p = _find(roi_file(subject, fname), data_dir, f"ROI file {fname}.nii.gz of subject {subject}", subject)
-        vol = np.asarray(_load_nifti(p).dataobj)
-        if vol.ndim != 3:
-            raise ValueError(f"ROI volume {p} must be 3-D; got shape {vol.shape}")
+        vol, p, grids = _roi_volume(subject, fname, data_dir, grids)
         m = np.isin(vol, vals)
         if mask is not None and m.shape != mask.shape:
             raise ValueError(f"ROI volume {p} has shape {m.shape}, other ROI volumes have {mask.shape}")
@@ -104,21 +138,33 @@ def roi_labels(
     data_dir=None,  # NSD root
 ) -> np.ndarray:
     "Per voxel of `mask`: its visual area (V1, V2, V3, hV4) if any, else its stream, else 'other'."
-    out = np.full(int(mask.sum()), "other", dtype=object)
+    subject = check_subject(subject)
+    out, grids = np.full(int(mask.sum()), "other", dtype=object), None
     for fname, table in (("streams", STREAM_LABELS), ("prf-visualrois", VISUAL_LABELS)):
         try:
-            p = _find(roi_file(subject, fname), data_dir, f"ROI file {fname}.nii.gz", subject)
+            vol, p, grids = _roi_volume(subject, fname, data_dir, grids)
         except NotFoundError:
             continue
-        vol = np.asarray(_load_nifti(p).dataobj)
         if vol.shape != mask.shape:
-            raise ValueError(f"ROI volume {p} has shape {vol.shape}; the mask has {mask.shape}")
+            raise ValueError(f"the mask has shape {mask.shape} but ROI volume {p} has shape {vol.shape}, the "
+                             "subject's grid; pass a mask of this subject's func1pt8mm grid (from load_roi_mask)")
         v = vol[mask]
         for code, name in table.items():
             out[v == code] = name
     return out.astype(str)
 
 # %% ../nbs/01_nsd.ipynb #ceb01622
+def _design_ints(p: Path, m: dict, k: str) -> np.ndarray:
+    "Variable `k` of the design file `p` as int64: NSD stores integers as doubles; integer arrays are taken as they are."
+    a = np.asarray(m[k])
+    if a.dtype.kind in "iu" or (a.dtype.kind == "f" and np.isfinite(a).all() and np.array_equal(a, np.round(a))):
+        return a.astype(np.int64)
+    bad = a.ravel()[~np.isfinite(a.ravel()) | (a.ravel() != np.round(a.ravel()))] if a.dtype.kind == "f" else a.ravel()
+    eg = f" such as {bad[0].item() if isinstance(bad[0], np.generic) else bad[0]!r:.40}" if bad.size else ""
+    raise ValueError(f"variable {k!r} in {p} must hold integers (1-based indices, stored as numbers); got {a.dtype} "
+                     f"values{eg}. The file is damaged or is not NSD's nsd_expdesign.mat: download it again")
+
+
 def read_expdesign(data_dir=None) -> dict:
     "NSD's experiment design: masterordering, subjectim, sharedix (1-based, as stored) and stimpattern if present."
     from scipy.io import loadmat
@@ -130,11 +176,11 @@ def read_expdesign(data_dir=None) -> dict:
     for k in ("masterordering", "subjectim", "sharedix"):
         if k not in m:
             raise ValueError(f"{p} has no variable {k!r}; found {sorted(x for x in m if not x.startswith('__'))}")
-    out = {"masterordering": np.asarray(m["masterordering"]).astype(np.int64).ravel(),
-           "subjectim": np.atleast_2d(np.asarray(m["subjectim"]).astype(np.int64)),
-           "sharedix": np.asarray(m["sharedix"]).astype(np.int64).ravel(), "path": p}
+    out = {"masterordering": _design_ints(p, m, "masterordering").ravel(),
+           "subjectim": np.atleast_2d(_design_ints(p, m, "subjectim")),
+           "sharedix": _design_ints(p, m, "sharedix").ravel(), "path": p}
     if "stimpattern" in m:
-        out["stimpattern"] = np.asarray(m["stimpattern"]).astype(bool)
+        out["stimpattern"] = _design_ints(p, m, "stimpattern").astype(bool)
     mo, si = out["masterordering"], out["subjectim"]
     if si.shape[0] != 8:
         raise ValueError(f"subjectim in {p} must have 8 rows (subjects); got shape {si.shape}")
@@ -145,19 +191,43 @@ def read_expdesign(data_dir=None) -> dict:
 
 
 def read_stim_info(data_dir=None):
-    "nsd_stim_info_merged.csv as a pandas DataFrame (one row per nsdId, 0-based)."
+    "nsd_stim_info_merged.csv as a pandas DataFrame (one row per nsdId, 0-based); `df.attrs['path']` is the file."
     import pandas as pd
     p = _find(STIM_INFO, data_dir, "NSD stimulus information (nsd_stim_info_merged.csv)")
-    df = pd.read_csv(p)
+    try:
+        df = pd.read_csv(p)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"cannot parse {p} as CSV ({type(e).__name__}: {e}). The file is truncated or corrupt; "
+                         "download it again") from e
     missing = [c for c in ("nsdId", "cocoId", "cocoSplit", "shared1000") if c not in df.columns]
     if missing:
         raise ValueError(f"{p} lacks columns {missing}; found {list(df.columns)[:12]}...")
+    if df["nsdId"].dtype.kind not in "iu" or df["nsdId"].duplicated().any():
+        raise ValueError(f"nsdId in {p} must be distinct integers; got {df['nsdId'].dtype} with "
+                         f"{int(df['nsdId'].isna().sum())} empty and {int(df['nsdId'].duplicated().sum())} repeated "
+                         "values. The file is truncated or corrupt; download it again")
+    last = df.iloc[-1].isna()
+    if len(df) > 1 and last.any() and not df.iloc[:-1].loc[:, last].isna().any().any():
+        raise ValueError(f"the last row of {p} leaves {', '.join(last.index[last][:3])} empty, which every other row "
+                         "fills: the file is truncated; download it again")
+    df.attrs["path"] = str(p)
     return df
+
+
+def _coco_ids(info, nsd_ids) -> np.ndarray:
+    "The cocoId of each nsdId; an error naming the stimulus table and the first nsdIds it has no row for."
+    ids = np.asarray(nsd_ids, np.int64)
+    missing = np.setdiff1d(ids, info["nsdId"].to_numpy())
+    if missing.size:
+        raise ValueError(f"{info.attrs.get('path', STIM_INFO)} has no row for {missing.size} of the nsdIds asked for "
+                         f"(first: {missing[:5].tolist()}, 0-based). It is truncated, or from another NSD release than "
+                         "nsd_expdesign.mat: download it again")
+    return info.set_index("nsdId").loc[ids, "cocoId"].to_numpy()
 
 
 def subject_sessions(subject: int, data_dir=None, design: dict | None = None, info=None) -> int:
     "How many sessions `subject` completed: the last trial number in the subject's `subjectN_rep*` columns."
-    check_choice("subject", subject, NSD_SUBJECTS)
+    subject = check_subject(subject)
     info = read_stim_info(data_dir) if info is None else info
     design = read_expdesign(data_dir) if design is None else design
     cols = [c for c in info.columns if re.fullmatch(f"subject{subject}_rep\\d", c)]
@@ -209,27 +279,44 @@ def read_images(
     return out
 
 
+def _caption_fix(data_dir) -> str:
+    return (f"get COCO's captions_train2017.json and captions_val2017.json again (annotations_trainval2017.zip from "
+            f"cocodataset.org, or fetch_nsd) into {get_data_dir(data_dir) / Path(CAPTIONS[0]).parent}; for a simulated "
+            "NSD, write the tree again with make_simulated_nsd")
+
+
 def read_captions(
     nsd_ids: np.ndarray,  # 0-based nsdIds
     data_dir=None,  # NSD root
     info=None,  # the stim-info DataFrame, if already read
 ) -> list[list[str]]:
-    "COCO captions of each image (a list of strings per image, in annotation order)."
+    "COCO captions of each image (a list of strings per image, in annotation order); an error if an image has none."
     info = read_stim_info(data_dir) if info is None else info
+    coco = _coco_ids(info, nsd_ids)
     by_coco: dict[int, list[str]] = {}
-    found = False
+    read = []
     for rel in CAPTIONS:
         try:
             p = _find(rel, data_dir, "COCO caption annotations")
         except NotFoundError:
             continue
-        found = True
-        for a in json.loads(Path(p).read_text())["annotations"]:
-            by_coco.setdefault(int(a["image_id"]), []).append(a["caption"].strip())
-    if not found:
+        read.append(p)
+        try:
+            anns = json.loads(Path(p).read_text())["annotations"]
+            for a in anns:
+                by_coco.setdefault(int(a["image_id"]), []).append(a["caption"].strip())
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+            raise ValueError(f"cannot read COCO caption annotations from {p} ({type(e).__name__}: {e}). The file is "
+                             f"truncated or corrupt: {_caption_fix(data_dir)}") from e
+    if not read:
         _find(CAPTIONS[0], data_dir, "COCO caption annotations (captions_train2017.json, captions_val2017.json)")
-    coco = info.set_index("nsdId").loc[np.asarray(nsd_ids, int), "cocoId"].to_numpy()
-    return [by_coco.get(int(c), []) for c in coco]
+    out = [by_coco.get(int(c), []) for c in coco]
+    if lack := [i for i, c in enumerate(out) if not c]:
+        ids = np.asarray(nsd_ids, np.int64)[lack]
+        raise ValueError(f"{len(lack)} of {len(out)} images have no caption in {', '.join(map(str, read))} (first "
+                         f"nsdIds: {ids[:5].tolist()}; cocoIds: {coco[lack][:5].tolist()}). NSD has 5 captions for "
+                         f"every image, so the caption files are incomplete: {_caption_fix(data_dir)}")
+    return out
 
 # %% ../nbs/01_nsd.ipynb #13d84928
 def _betas_path(subject, session, data_dir, protocol="brain-diffuser") -> Path:
@@ -414,7 +501,7 @@ def plan_subject(
     info=None,  # the stimulus table (read if None)
 ) -> dict:
     "The trials, sessions and train/test split of a subject under a protocol, from the design alone (no betas read)."
-    check_choice("subject", subject, NSD_SUBJECTS)
+    subject = check_subject(subject)
     check_choice("protocol", protocol, tuple(PROTOCOLS))
     design = read_expdesign(data_dir) if design is None else design
     info = read_stim_info(data_dir) if info is None else info
@@ -434,6 +521,7 @@ def plan_subject(
         t = int(np.flatnonzero(nsd < 0)[0])
         raise ValueError(f"trial {t + 1} of subject {subject} points at subjectim column {mo[t]}, which is 0 "
                          "(no image); nsd_expdesign.mat is inconsistent")
+    _coco_ids(info, np.unique(nsd))  # every image shown has a row in the stimulus table (else an error naming it)
     test = mo <= len(design["sharedix"])
     return {"sessions": list(range(1, n_sess + 1)), "trial_nsd": nsd, "trial_test": test, "trial_ends": ends[:n_sess + 1],
             "ids_train": _first_order(nsd[~test]), "ids_test": _first_order(nsd[test]), "completed": done}
@@ -514,7 +602,7 @@ def load_subject(
     quiet: bool | None = None,  # hide the progress bar (default: hidden under tests)
 ) -> SubjectData:
     "Prepare `subject` under `protocol`: averaged, z-scored train/test betas in `roi`, with images, captions and ids."
-    check_choice("subject", subject, NSD_SUBJECTS)
+    subject = check_subject(subject)
     check_choice("protocol", protocol, tuple(PROTOCOLS))
     rois = _roi_names(roi)
     if image_size is not None:
@@ -537,12 +625,13 @@ def load_subject(
             return got
     mask = load_roi_mask(subject, rois, root)
     labels = roi_labels(subject, mask, root)
+    ids_tr, ids_te = plan["ids_train"], plan["ids_test"]
+    caps = read_captions(np.concatenate([ids_tr, ids_te]), root, info)  # before the betas: a missing caption stops here
+    caps_tr, caps_te = caps[:len(ids_tr)], caps[len(ids_tr):]
     (X_train, X_test), (c_tr, c_te), _ = _accumulate_betas(root, subject, plan, mask, protocol, quiet)
     for X, c in ((X_train, c_tr), (X_test, c_te)):
         X /= (c[:, None] * BETA_SCALE).astype(np.float32)
     mean, std = _zscore_inplace(X_train, X_test)
-    ids_tr, ids_te = plan["ids_train"], plan["ids_test"]
-    caps_tr, caps_te = read_captions(ids_tr, root, info), read_captions(ids_te, root, info)
     n_tr_trials, n_te_trials = int((~plan["trial_test"]).sum()), int(plan["trial_test"].sum())
     sim_ = is_simulated(root)
     want = PROTOCOLS[protocol]["sessions"]
@@ -565,17 +654,19 @@ def load_subject(
               for k, ids in (("images_train", ids_tr), ("images_test", ids_te))}
     meta = {"captions_train": caps_tr, "captions_test": caps_te, "description": desc, "image_shapes": shapes}
     store.save(stage, key, {**arrays, "meta": np.array(json.dumps(meta))}, fmt="npz", params=params,
-               what=f"subject {subject} under {protocol}")
+               what=f"subject {subject} under {protocol}", files={k: d / f"{key}.{k}.npy" for k in shapes})
     del arrays, X_train, X_test  # free the prepared arrays before reading them back from the cache
     return _load_cached(store, stage, key)
 
 
 def _load_cached(store, stage, key) -> SubjectData | None:
-    "A cached SubjectData (images memory-mapped), or None if any part is missing or incomplete."
-    if not store.exists(stage, key):
+    "A cached SubjectData (images memory-mapped), or None if any part is missing, incomplete or (one warning) corrupt."
+    if not store.exists(stage, key):  # checks the sha256 of the .npz and of the image .npy files in its manifest
         return None
     z = store.load(stage, key)
     meta = json.loads(str(z.pop("meta")))
+    if set(meta["image_shapes"]) - set(store.manifest(stage, key).get("files", {})):
+        return None  # written before the image files were in the manifest: unverifiable, so recomputed
     imgs = {}
     for k, shape in meta["image_shapes"].items():
         p = store.root / stage / f"{key}.{k}.npy"

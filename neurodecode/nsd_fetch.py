@@ -5,20 +5,30 @@
 # %% ../nbs/01c_nsd_fetch.ipynb #81485452
 from __future__ import annotations
 
+import errno
+import hashlib
+import http.client
 import os
+import re
 import sys
 import time
+import urllib.error
 from pathlib import Path
 
-from .core import check_choice, progress
-from .nsd_layout import (CAPTIONS, EXPDESIGN, NSD_BUCKET, NSD_SUBJECTS, NSD_TERMS, PROTOCOLS, ROI_FILES,
-                                    STIM_INFO, STIMULI, betas_file, roi_file)
+from .core import check_choice, check_subject, progress
+from .nsd_layout import (CAPTIONS, EXPDESIGN, NSD_BUCKET, NSD_TERMS, PROTOCOLS, ROI_FILES, STIM_INFO,
+                                    STIMULI, betas_file, roi_file)
 from .nsd import plan_subject
 
 # %% auto #0
 __all__ = ['download_file', 'fetch_nsd']
 
 # %% ../nbs/01c_nsd_fetch.ipynb #7caeed03
+_RETRY_HTTP = (408, 429, 500, 502, 503, 504)  # HTTP answers worth retrying; any other error status is final
+_LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}  # the disk's fault, not the network's
+_sleep = time.sleep  # the backoff's sleep (tests replace it to record the waits)
+
+
 def _http(url: str, method: str = "GET", start: int = 0, timeout: float = 60):
     import urllib.request
     req = urllib.request.Request(url, method=method, headers={"User-Agent": "neurodecode-fetch"})
@@ -27,71 +37,121 @@ def _http(url: str, method: str = "GET", start: int = 0, timeout: float = 60):
     return urllib.request.urlopen(req, timeout=timeout)
 
 
-def _remote_size(url: str, timeout: float) -> int:
-    import urllib.error
-    try:
-        with _http(url, "HEAD", timeout=timeout) as r:
-            n = r.headers.get("Content-Length")
-    except urllib.error.HTTPError as e:
+def _md5_etag(etag: str | None) -> str | None:
+    "The MD5 an ETag carries (a quoted 32-hex string), else None: S3 multipart ETags (`...-N`) and weak ones say nothing."
+    m = re.fullmatch(r'"([0-9a-fA-F]{32})"', (etag or "").strip())
+    return m.group(1).lower() if m else None
+
+
+def _md5_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _fail_now(url: str, e: Exception, what: str):
+    "Raise for an error that retrying cannot fix (an HTTP status such as 404 or 403, a full or read-only disk)."
+    if isinstance(e, urllib.error.HTTPError) and e.code not in _RETRY_HTTP:
         raise FileNotFoundError(f"{url} answered HTTP {e.code} {e.reason}") from e
+    if isinstance(e, OSError) and not isinstance(e, urllib.error.URLError) and e.errno in _LOCAL_ERRNOS:
+        raise OSError(e.errno, f"{what} of {url}: cannot write the local file ({e})") from e
+
+
+_NETWORK_ERRORS = (OSError, http.client.HTTPException)  # URLError, refused/reset connections and timeouts are OSErrors
+
+
+def _head(url: str, timeout: float, retries: int, backoff: float) -> tuple[int, str | None]:
+    "(size, MD5 or None) of `url` from a HEAD request, retried with exponential backoff on transient errors."
+    for attempt in range(retries + 1):
+        try:
+            with _http(url, "HEAD", timeout=timeout) as r:
+                n, etag = r.headers.get("Content-Length"), r.headers.get("ETag")
+            break
+        except _NETWORK_ERRORS as e:
+            _fail_now(url, e, "HEAD request")
+            if attempt >= retries:
+                raise ConnectionError(f"HEAD request of {url} failed {attempt + 1} times; last: {type(e).__name__}: "
+                                      f"{e}. Check the network and base_url, then run fetch_nsd again") from e
+            print(f"  HEAD request of {url} failed ({type(e).__name__}: {e}); retry {attempt + 1}/{retries} in "
+                  f"{backoff * 2 ** attempt:.2g} s", file=sys.stderr)
+            _sleep(backoff * 2 ** attempt)
     if n is None:
         raise RuntimeError(f"{url} does not report its size (no Content-Length); cannot verify the download")
-    return int(n)
+    return int(n), _md5_etag(etag)
 
 
-def download_file(
-    url: str,  # source URL
-    path,  # destination file
-    retries: int = 3,  # resumptions allowed after a cut transfer
-    timeout: float = 60,  # seconds per network operation
-    chunk: int = 1 << 20,  # bytes per read
-    quiet: bool | None = None,  # hide the progress bar
-) -> tuple[Path, str]:
-    "Download `url` to `path` via `path.part`, resuming with Range requests; verify the size. Returns (path, action)."
-    import http.client, socket, urllib.error
-    path = Path(path)
-    size = _remote_size(url, timeout)
-    if path.exists():
-        if path.stat().st_size == size:
-            return path, "complete already"
-        path.unlink()  # a different size: it is not the file the server has
-    part = path.with_name(path.name + ".part")
-    part.parent.mkdir(parents=True, exist_ok=True)
-    resumed_from, attempt = (part.stat().st_size if part.exists() else 0), 0
-    while True:
-        have = part.stat().st_size if part.exists() else 0
+def _transfer(url: str, part: Path, size: int, retries: int, backoff: float, timeout: float, chunk: int, quiet) -> int:
+    "Fill `part` up to `size` bytes, resuming with Range requests after cuts; returns how many retries it took."
+    attempt = 0
+    while (have := part.stat().st_size if part.exists() else 0) != size:
         if have > size:
-            part.unlink(); have = 0
-        if have == size:
-            break
+            part.unlink()
+            continue
         try:
             with _http(url, start=have, timeout=timeout) as r:
                 if have and r.status != 206:  # the server ignored the Range header: start again
                     have = 0
                 with open(part, "r+b" if have else "wb") as f, \
-                        progress(total=size, desc=path.name, initial=have, unit="B", unit_scale=True, quiet=quiet) as bar:
+                        progress(total=size, desc=part.name[:-5], initial=have, unit="B", unit_scale=True, quiet=quiet) as bar:
                     f.seek(have); f.truncate()
                     while b := r.read(chunk):
                         f.write(b); bar.update(len(b))
                     f.flush(); os.fsync(f.fileno())
             if part.stat().st_size < size:
                 raise http.client.IncompleteRead(b"", size - part.stat().st_size)
-        except (http.client.HTTPException, urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
-            if isinstance(e, urllib.error.HTTPError) and e.code not in (408, 429, 500, 502, 503, 504):
-                raise FileNotFoundError(f"{url} answered HTTP {e.code} {e.reason}") from e
+        except _NETWORK_ERRORS as e:
+            _fail_now(url, e, "download")
             got = part.stat().st_size if part.exists() else 0
-            attempt += 1
-            if attempt > retries:
-                raise RuntimeError(f"download of {url} stopped at {got} of {size} bytes after {retries} resumptions "
+            if attempt >= retries:
+                raise RuntimeError(f"download of {url} stopped at {got} of {size} bytes after {retries} retries "
                                    f"({type(e).__name__}: {e}). The partial file {part} is kept: run fetch_nsd again "
                                    "to resume it") from e
-            print(f"  transfer of {path.name} cut at {got:,} of {size:,} bytes ({type(e).__name__}); resuming "
-                  f"({attempt}/{retries})", file=sys.stderr)
-            time.sleep(min(2 ** attempt * 0.1, 5))
+            print(f"  transfer of {part.name[:-5]} cut at {got:,} of {size:,} bytes ({type(e).__name__}: {e}); "
+                  f"resuming ({attempt + 1}/{retries}) in {backoff * 2 ** attempt:.2g} s", file=sys.stderr)
+            _sleep(backoff * 2 ** attempt)
+            attempt += 1
+    return attempt
+
+
+def download_file(
+    url: str,  # source URL
+    path,  # destination file
+    retries: int = 3,  # retries after a refused or cut connection, a timeout or HTTP 408/429/5xx (4 tries in all)
+    timeout: float = 60,  # seconds per network operation
+    chunk: int = 1 << 20,  # bytes per read
+    quiet: bool | None = None,  # hide the progress bar
+    backoff: float = 0.5,  # seconds before the first retry, doubled for each further one
+) -> tuple[Path, str]:
+    """Download `url` to `path` via `path.part`, resuming with Range requests; verify the size and, where the server's
+    ETag is an MD5 (not an S3 multipart ETag), the content. Returns (path, what was done)."""
+    path = Path(path)
+    size, md5 = _head(url, timeout, retries, backoff)
+    if path.exists():
+        if path.stat().st_size == size and (md5 is None or _md5_file(path) == md5):
+            return path, "complete already" + (" (MD5 verified)" if md5 else "")
+        why = "its MD5 differs from the server's ETag" if path.stat().st_size == size else "it has another size"
+        print(f"  {path}: {why}; downloading it again from {url}", file=sys.stderr)
+        path.unlink()  # not the file the server has
+    part = path.with_name(path.name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    resumed_from, tries = (part.stat().st_size if part.exists() else 0), 0
+    for again in range(2):  # a download whose MD5 is wrong is downloaded once more
+        tries += _transfer(url, part, size, retries, backoff, timeout, chunk, quiet)
+        if md5 is None or (got := _md5_file(part)) == md5:
+            break
+        part.unlink()
+        if again:
+            raise RuntimeError(f"download of {url} into {path} does not match the server's MD5 ETag twice (got {got}, "
+                               f"the server says {md5}); {part} was removed. Check the network, a proxy or the disk "
+                               f"holding {path.parent}, then run fetch_nsd again")
+        print(f"  {path.name}: the download does not match the server's MD5 ETag; downloading it again", file=sys.stderr)
     os.replace(part, path)
     if path.stat().st_size != size:
         raise RuntimeError(f"{path} has {path.stat().st_size} bytes but {url} has {size}; delete it and fetch again")
-    return path, f"downloaded ({size:,} bytes{', resumed' if resumed_from or attempt else ''})"
+    return path, (f"downloaded ({size:,} bytes{', resumed' if resumed_from or tries else ''}"
+                  f"{', MD5 verified' if md5 else ''})")
 
 
 def fetch_nsd(
@@ -101,12 +161,13 @@ def fetch_nsd(
     base_url: str = NSD_BUCKET,  # bucket root (NSD's public S3 bucket)
     accept_terms: bool = False,  # you must have accepted the NSD terms of use (NSD_TERMS)
     betas_fmt: str = "nii.gz",  # betas format to fetch: 'nii.gz' (as Brain-Diffuser) or 'hdf5'
-    retries: int = 3,  # resumptions per file after a cut transfer
+    retries: int = 3,  # retries per request after a refused or cut connection, a timeout or HTTP 408/429/5xx
     timeout: float = 60,  # seconds per network operation
     quiet: bool | None = None,  # hide progress bars (the per-file lines are always printed)
+    backoff: float = 0.5,  # seconds before the first retry, doubled for each further one
 ) -> list[Path]:
-    "Download the NSD files `protocol` needs for `subject` into `dest`, resuming partial files and verifying sizes."
-    check_choice("subject", subject, NSD_SUBJECTS)
+    "Download the NSD files `protocol` needs for `subject` into `dest`, resuming partial files, verifying sizes and MD5s."
+    subject = check_subject(subject)
     check_choice("protocol", protocol, tuple(PROTOCOLS))
     check_choice("betas_fmt", betas_fmt, ("nii.gz", "hdf5"))
     if accept_terms is not True:
@@ -119,7 +180,7 @@ def fetch_nsd(
     def get(rels, optional=False):
         for rel in rels:
             try:
-                p, what = download_file(base + rel, dest / rel, retries=retries, timeout=timeout, quiet=quiet)
+                p, what = download_file(base + rel, dest / rel, retries, timeout, quiet=quiet, backoff=backoff)
             except FileNotFoundError as e:
                 if not optional:
                     raise FileNotFoundError(f"cannot fetch {rel}: {e}. Check base_url ({base_url}) and that the "

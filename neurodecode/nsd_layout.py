@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import check_array, check_choice, get_data_dir
+from .core import check_array, check_choice, check_subject, get_data_dir
 
 # %% auto #0
 __all__ = ['NSD_SUBJECTS', 'NSD_SESSIONS', 'NSD_NSDGENERAL_VOXELS', 'NSD_GRID', 'NSD_BUCKET', 'NSD_TERMS', 'BETAS_VERSION',
@@ -44,38 +44,38 @@ RESPONSES_COLUMNS = ("SUBJECT", "SESSION", "RUN", "TRIAL", "73KID", "10KID", "TI
 
 def roi_file(subject: int, name: str) -> str:
     "Relative path of ROI volume `name` (e.g. 'nsdgeneral') of `subject`."
-    return f"nsddata/ppdata/subj{subject:02d}/func1pt8mm/roi/{name}.nii.gz"
+    return f"nsddata/ppdata/subj{check_subject(subject):02d}/func1pt8mm/roi/{name}.nii.gz"
 
 
 def betas_file(subject: int, session: int, fmt: str = "hdf5") -> str:
     "Relative path of the betas of one session, `fmt` 'hdf5' or 'nii.gz'."
-    return (f"nsddata_betas/ppdata/subj{subject:02d}/func1pt8mm/{BETAS_VERSION}/"
+    return (f"nsddata_betas/ppdata/subj{check_subject(subject):02d}/func1pt8mm/{BETAS_VERSION}/"
             f"betas_session{session:02d}.{check_choice('fmt', fmt, ('hdf5', 'nii.gz'))}")
 
 
 def timeseries_file(subject: int, session: int, run: int) -> str:
     "Relative path of the BOLD time series of one run."
-    return f"nsddata_timeseries/ppdata/subj{subject:02d}/func1pt8mm/timeseries/timeseries_session{session:02d}_run{run:02d}.nii.gz"
+    return f"nsddata_timeseries/ppdata/subj{check_subject(subject):02d}/func1pt8mm/timeseries/timeseries_session{session:02d}_run{run:02d}.nii.gz"
 
 
 def design_file(subject: int, session: int, run: int) -> str:
     "Relative path of the design (.tsv) of one run."
-    return f"nsddata_timeseries/ppdata/subj{subject:02d}/func1pt8mm/design/design_session{session:02d}_run{run:02d}.tsv"
+    return f"nsddata_timeseries/ppdata/subj{check_subject(subject):02d}/func1pt8mm/design/design_session{session:02d}_run{run:02d}.tsv"
 
 
 def brainmask_file(subject: int) -> str:
     "Relative path of the subject's func1pt8mm brain mask (int16, 1 inside; NSD zeroes betas outside it)."
-    return f"nsddata/ppdata/subj{subject:02d}/func1pt8mm/brainmask.nii.gz"
+    return f"nsddata/ppdata/subj{check_subject(subject):02d}/func1pt8mm/brainmask.nii.gz"
 
 
 def responses_file(subject: int) -> str:
     "Relative path of the subject's behavioural responses (one row per stimulus trial)."
-    return f"nsddata/ppdata/subj{subject:02d}/behav/responses.tsv"
+    return f"nsddata/ppdata/subj{check_subject(subject):02d}/behav/responses.tsv"
 
 
 def ctab_file(name: str, subject: int | None = None) -> str:
     "Relative path of the label table of atlas `name`: fsaverage's (`subject=None`) or the subject's FreeSurfer one."
-    where = "fsaverage" if subject is None else f"subj{subject:02d}"
+    where = "fsaverage" if subject is None else f"subj{check_subject(subject):02d}"
     return f"nsddata/freesurfer/{where}/label/{name}.mgz.ctab"
 
 # %% ../nbs/00a_nsd_layout.ipynb #a8735cb9
@@ -102,7 +102,7 @@ SIMULATION_DIR = "simulation"  # ground truth of a simulated NSD; absent from th
 
 
 def _subject_path(subject) -> int:
-    return check_choice("subject", subject, NSD_SUBJECTS)
+    return check_subject(subject)
 
 
 def _as_int(name: str, arr, ndim: int, lo: int | None = None) -> np.ndarray:

@@ -97,7 +97,7 @@ def resolve_data(
     seed: int = 0,  # seed of the simulated world
 ) -> DataSource:
     "Real NSD if found, otherwise the embedded simulated NSD (built and cached on first use)."
-    check_range("subject", subject, 1, 8)
+    subject = check_subject(subject)
     prof = run_profile(profile)
     if data_dir is not None:
         root = nsd.locate_nsd(data_dir)

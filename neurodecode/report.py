@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import atomic_save, atomic_write, check_choice, git_commit, sha256_file
+from .core import atomic_save, atomic_write, check_choice, check_subject, git_commit, sha256_file
 
 # %% auto #0
 __all__ = ['SOURCES', 'README_WEIGHTS', 'PAPER1_METRICS', 'PAPER1', 'PAPER1_QUOTED_ROWS', 'Provenance', 'weights_provenance',
@@ -42,6 +42,7 @@ class Provenance:
 
     def __post_init__(self):
         check_choice("source", self.source, SOURCES)
+        self.subject = self.subject if self.subject == "all" else check_subject(self.subject)
         self.commit = self.commit or git_commit()
         self.created = self.created or time.strftime("%Y-%m-%d %H:%M:%S %Z")
 
@@ -171,8 +172,12 @@ def write_table(
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    "Read back a CSV written by `write_table` (provenance lines are comments)."
-    return pd.read_csv(path, comment="#", index_col=0)
+    "Read back a CSV written by `write_table` (provenance lines are comments); a damaged file is named in the error."
+    try:
+        return pd.read_csv(path, comment="#", index_col=0)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"cannot parse the table {path} ({type(e).__name__}: {e}). It is truncated or was edited; "
+                         "run the notebook that writes it again (write_table writes it atomically)") from e
 
 
 def read_provenance(path: str | os.PathLike) -> list[str]:
@@ -245,7 +250,7 @@ def output_dir(out_dir: str | os.PathLike | None, source: str, subject: int | st
     from neurodecode.notebook import figures_dir
     import tempfile as _tf
     check_choice("source", source, SOURCES)
-    sub = "all" if subject == "all" else f"sub-{int(subject):02d}"
+    sub = "all" if subject == "all" else f"sub-{check_subject(subject):02d}"
     d = (Path(_tf.mkdtemp(prefix="neurodecode-figures-")) if in_test() else figures_dir(out_dir)) / source / sub
     d.mkdir(parents=True, exist_ok=True)
     return d

@@ -5,9 +5,13 @@ written by the code (a smoke-profile experiment, a fitted regressor, `save_pretr
 stand-in. The smoke tree is built once per module (about a minute on 2 cores) and shared: each test leaves it valid.
 """
 import json
+import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -159,9 +163,8 @@ def test_pt_checkpoint_with_garbage_retrains_with_one_warning(tmp_path):
 
 
 # -- row 2: load_subject's cached .npy arrays (nsd.py: not this session's file) ------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 20, to do after the nsd split: load_subject's images_*.npy are in no "
-                                       "manifest, so a randomized one still loads silently")
 def test_load_subject_npy_with_random_bytes_is_not_used_silently(ex):
+    "Before: different images, no error (the .npy files were in no manifest). Now: sha256 checked, one warning, recomputed."
     from neurodecode import nsd
     ref = np.array(nsd.load_subject(1, data_dir=ex.ds.root).images_train)
     (f,) = sorted(Path(ex.ds.root).rglob("*.images_train.npy"))
@@ -173,9 +176,215 @@ def test_load_subject_npy_with_random_bytes_is_not_used_silently(ex):
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             got = nsd.load_subject(1, data_dir=ex.ds.root).images_train
-        assert np.array_equal(got, ref) and _cache_warnings(w)
+        msgs = _cache_warnings(w)
+        assert np.array_equal(got, ref) and len(msgs) == 1 and str(f) in msgs[0] and "sha256" in msgs[0]
+        assert f.read_bytes() == orig  # recomputed and rewritten
     finally:
         f.write_bytes(orig)
+
+
+# -- rows 4-6 and 9: the NSD readers, on the smoke tree ------------------------------------------------------------
+def _linked(root: Path, dst: Path, *damaged: str) -> Path:
+    "A copy of the tree `root` made of symlinks, except the `damaged` files (relative paths): real copies, to damage."
+    shutil.copytree(root, dst, copy_function=os.symlink, ignore=shutil.ignore_patterns("cache"))
+    for rel in damaged:
+        (dst / rel).unlink()
+        shutil.copyfile(root / rel, dst / rel)
+    return dst
+
+
+def test_simulated_world_writes_five_captions_for_every_image(ex):
+    from neurodecode import nsd
+    info = nsd.read_stim_info(ex.ds.root)
+    caps = nsd.read_captions(info["nsdId"].to_numpy(), ex.ds.root, info)
+    assert len(caps) == len(info) and {len(c) for c in caps} == {5}
+
+
+def test_caption_file_with_half_its_annotations_removed_stops_the_run(ex, tmp_path):
+    "Before: 48 of 96 train images got [] captions, no warning. Now: an error naming the file read and the count."
+    from neurodecode import nsd
+    rel = nsd.CAPTIONS[0]
+    d = _linked(ex.ds.root, tmp_path / "nsd", rel)
+    js = json.loads((d / rel).read_text())
+    js["annotations"] = [a for a in js["annotations"] if a["image_id"] % 2]  # the annotations of every other image
+    (d / rel).write_text(json.dumps(js))
+    plan, info = nsd.plan_subject(1, d), nsd.read_stim_info(d)
+    ids = np.concatenate([plan["ids_train"], plan["ids_test"]])
+    kept = {a["image_id"] for a in js["annotations"]}
+    n_lack = int((~info.set_index("nsdId").loc[ids, "cocoId"].isin(kept)).sum())
+    assert 0 < n_lack < len(ids)
+    with pytest.raises(ValueError) as e:
+        nsd.load_subject(1, d, cache=False)
+    msg = str(e.value)
+    assert f"{n_lack} of {len(ids)} images have no caption in {d / rel}" in msg
+    assert "NSD has 5 captions for every image" in msg and "make_simulated_nsd" in msg
+
+
+def test_truncated_caption_json_names_the_file(ex, tmp_path):
+    "Before: a bare JSONDecodeError with no file named."
+    from neurodecode import nsd
+    rel = nsd.CAPTIONS[0]
+    d = _linked(ex.ds.root, tmp_path / "nsd", rel)
+    b = (d / rel).read_bytes()
+    (d / rel).write_bytes(b[: len(b) // 2])
+    with pytest.raises(ValueError, match="cannot read COCO caption annotations from") as e:
+        nsd.load_subject(1, d, cache=False)
+    assert str(d / rel) in str(e.value) and "JSONDecodeError" in str(e.value) and "truncated" in str(e.value)
+
+
+def test_stim_info_with_missing_rows_or_damage_names_the_csv(ex, tmp_path):
+    "Before: `KeyError: None of [Index([...])]` with no file named (after all the betas were read)."
+    import pandas as pd
+    from neurodecode import nsd
+    rel = nsd.STIM_INFO
+    d = _linked(ex.ds.root, tmp_path / "nsd", rel)
+    orig = (d / rel).read_bytes()
+    info = pd.read_csv(d / rel)
+    drop = sorted(nsd.plan_subject(1, d)["ids_train"][:3].tolist())  # three of the subject's images
+    lines = orig.decode().splitlines(keepends=True)
+    rows = set(np.flatnonzero(info["nsdId"].isin(drop)) + 1)  # + 1: the header line
+    (d / rel).write_text("".join(x for i, x in enumerate(lines) if i not in rows))
+    with pytest.raises(ValueError) as e:
+        nsd.load_subject(1, d, cache=False)
+    assert f"{d / rel} has no row for 3 of the nsdIds asked for (first: {drop}" in str(e.value)
+    (d / rel).write_bytes(orig[: int(len(orig) * 0.6)])  # cut in the middle of a row
+    with pytest.raises(ValueError) as e:
+        nsd.load_subject(1, d, cache=False)
+    assert str(d / rel) in str(e.value)
+    (d / rel).write_bytes(np.random.default_rng(0).bytes(len(orig)))  # garbage
+    with pytest.raises(ValueError, match="cannot parse .* as CSV") as e:
+        nsd.read_stim_info(d)
+    assert str(d / rel) in str(e.value) and "download it again" in str(e.value)
+
+
+def test_expdesign_variables_as_strings_or_fractions_name_file_and_variable(ex, tmp_path):
+    "Before: `invalid literal for int()` with no file named. Integer arrays (not only NSD's doubles) read the same."
+    from scipy.io import loadmat, savemat
+    from neurodecode import nsd
+    rel = nsd.EXPDESIGN
+    d = _linked(ex.ds.root, tmp_path / "nsd", rel)
+    m = {k: v for k, v in loadmat(str(d / rel)).items() if not k.startswith("__")}
+    ref = nsd.read_expdesign(ex.ds.root)
+    savemat(str(d / rel), {**m, "subjectim": m["subjectim"].astype(np.int32), "masterordering": m["masterordering"].astype(np.uint16)})
+    got = nsd.read_expdesign(d)
+    for k in ("masterordering", "subjectim", "sharedix", "stimpattern"):
+        np.testing.assert_array_equal(got[k], ref[k])
+    savemat(str(d / rel), {**m, "subjectim": m["subjectim"].astype(int).astype(str)})
+    with pytest.raises(ValueError, match="variable 'subjectim' in .* must hold integers") as e:
+        nsd.load_subject(1, d, cache=False)
+    assert str(d / rel) in str(e.value) and "download it again" in str(e.value)
+    savemat(str(d / rel), {**m, "masterordering": m["masterordering"] + 0.5})
+    with pytest.raises(ValueError, match=r"variable 'masterordering' in .* such as \d+\.5\. "):
+        nsd.read_expdesign(d)
+
+
+def test_only_nsdgeneral_with_a_wrong_shape_is_the_file_blamed(ex, tmp_path):
+    "Before: the error blamed streams.nii.gz. Now: nsdgeneral.nii.gz, with the grid its neighbours and the betas agree on."
+    import nibabel as nib
+    from neurodecode import nsd, nsd_write
+    rel = nsd.roi_file(1, "nsdgeneral")
+    d = _linked(ex.ds.root, tmp_path / "nsd", rel)
+    vol = np.asarray(nib.load(str(d / rel)).dataobj)
+    nsd_write.write_roi(d, 1, "nsdgeneral", np.pad(vol, ((0, 1), (0, 0), (0, 0)), constant_values=-1))
+    with pytest.raises(ValueError) as e:
+        nsd.load_subject(1, d, cache=False)
+    msg = str(e.value)
+    bad = (vol.shape[0] + 1,) + vol.shape[1:]
+    assert msg.startswith(f"ROI volume {d / rel} has shape {bad}; expected {vol.shape}") and "download it again" in msg
+    assert "prf-visualrois.nii.gz, streams.nii.gz, betas_session01.hdf5" in msg and "streams.nii.gz has shape" not in msg
+    with pytest.raises(ValueError, match=r"the mask has shape .* but ROI volume .*streams.nii.gz has shape"):
+        nsd.roi_labels(1, np.ones(bad, bool), ex.ds.root)  # a mask of another grid: the mask is blamed
+
+
+# -- row 10: subject validated at every entry point --------------------------------------------------------------
+def _subject_entry_points(tmp: Path) -> dict:
+    from neurodecode import betas, nsd, nsd_fetch, nsd_layout, pipeline, report, synthetic
+    return {
+        "nsd_layout.roi_file": lambda s: nsd_layout.roi_file(s, "nsdgeneral"),
+        "nsd_layout.betas_file": lambda s: nsd_layout.betas_file(s, 1),
+        "nsd.load_subject": lambda s: nsd.load_subject(s, tmp),
+        "nsd.plan_subject": lambda s: nsd.plan_subject(s, tmp),
+        "nsd.subject_sessions": lambda s: nsd.subject_sessions(s, tmp),
+        "nsd.load_roi_mask": lambda s: nsd.load_roi_mask(s, "nsdgeneral", tmp),
+        "nsd_fetch.fetch_nsd": lambda s: nsd_fetch.fetch_nsd(s, tmp, base_url="http://127.0.0.1:9/", accept_terms=True),
+        "synthetic.make_simulated_nsd": lambda s: synthetic.make_simulated_nsd(tmp, s, "smoke"),
+        "synthetic.ensure_simulated_nsd": lambda s: synthetic.ensure_simulated_nsd("smoke", subjects=(s,), root=tmp),
+        "betas.write_nsd_betas": lambda s: betas.write_nsd_betas(None, tmp, s, 1),
+        "report.output_dir": lambda s: report.output_dir(tmp, "simulated", s),
+        "report.Provenance": lambda s: report.Provenance("simulated", s),
+        "pipeline.resolve_data": lambda s: pipeline.resolve_data(s, tmp),
+    }
+
+
+@pytest.mark.parametrize("entry", list(_subject_entry_points(Path("."))))
+@pytest.mark.parametrize("subject, err, msg", [
+    (1.0, TypeError, "subject must be an int 1..8; got 1.0 (float). Fix: subject=1"),
+    (True, TypeError, "got True (bool)"),
+    ("1", TypeError, "With papermill pass `-p subject 1`"),
+    (9, ValueError, "subject must be one of 1..8; got 9"),
+])
+def test_subject_is_checked_where_it_enters(tmp_path, entry, subject, err, msg):
+    "The same check and message at every entry point that takes a subject, before anything is read or written."
+    with pytest.raises(err, match=re.escape(msg)):
+        _subject_entry_points(tmp_path / "d")[entry](subject)
+    assert not (tmp_path / "d").exists()
+
+
+# -- row 13: orphan build folders ----------------------------------------------------------------------------------
+def test_orphan_build_folders_are_removed_by_the_next_build(ex, tmp_path, monkeypatch):
+    "Before: a killed `make_simulated_nsd` left `.build-subj01-*/` behind for good. Now the next build removes it."
+    from neurodecode import synthetic
+    from neurodecode.sim import world
+    root = Path(ex.ds.root)
+    # a build folder carries an OWNER file naming this process and host (seen from inside a build, on a linked copy)
+    seen = []
+
+    def interrupted(tmp, *a, **k):
+        seen.append(json.loads((tmp / "OWNER").read_text()))
+        raise RuntimeError("killed")
+    monkeypatch.setattr(world, "_build_subject", interrupted)
+    with pytest.raises(RuntimeError, match="killed"):
+        synthetic.make_simulated_nsd(_linked(root, tmp_path / "copy"), 1, "smoke")
+    assert seen[0]["pid"] == os.getpid() and seen[0]["host"] == socket.gethostname()
+    monkeypatch.undo()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    made = {}
+    for name, owner, age in [("dead", {"pid": dead.pid}, 0), ("live", {"pid": os.getpid()}, 0),
+                             ("elsewhere", {"pid": dead.pid, "host": "another-host"}, 0),
+                             ("old-no-owner", None, 7200), ("new-no-owner", None, 0)]:
+        p = root / f".build-subj01-{name}"
+        (p / "nsddata").mkdir(parents=True)
+        if owner is not None:
+            (p / "OWNER").write_text(json.dumps({"host": socket.gethostname(), **owner}))
+        os.utime(p, (time.time() - age, time.time() - age))
+        made[name] = p
+    try:
+        t0 = time.time()
+        synthetic.ensure_simulated_nsd("smoke", subjects=(1,), root=root)  # the tree is complete: nothing is rebuilt
+        assert time.time() - t0 < 5
+        assert {k for k, p in made.items() if p.exists()} == {"live", "elsewhere", "new-no-owner"}
+    finally:
+        for p in made.values():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# -- table files written by the report -----------------------------------------------------------------------------
+def test_damaged_table_csv_names_the_file(tmp_path):
+    import pandas as pd
+    from neurodecode import report
+    prov = report.Provenance("simulated", 1)
+    report.write_table(pd.DataFrame({"SSIM": [0.1, 0.2]}, index=["a", "b"]), tmp_path, "t", prov)
+    (p,) = tmp_path.glob("t.csv")
+    assert report.read_table(p).shape == (2, 1)
+    with open(p, "a") as f:
+        f.write("c,0.3,extra,fields\n")  # a line edited by hand
+    with pytest.raises(ValueError, match="cannot parse the table") as e:
+        report.read_table(p)
+    assert str(p) in str(e.value) and "run the notebook that writes it again" in str(e.value)
+    p.write_bytes(b"")
+    with pytest.raises(ValueError, match=re.escape(str(p))):
+        report.read_table(p)
 
 
 # -- rows 7-8: checkpoints ----------------------------------------------------------------------------------------

@@ -271,6 +271,46 @@ def _check_world(root: Path, P: Profile, seed: int) -> bool:
     return True
 
 
+def _pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError, TypeError):
+        return True  # someone else's process, or an OWNER we cannot read: keep it
+    return True
+
+
+def _clean_orphan_builds(root: Path, max_age_s: float = 3600) -> list[Path]:
+    "Remove `.build-*` folders of killed builds: OWNER pid dead on this host, or no OWNER and older than `max_age_s`."
+    import socket, time
+    gone = []
+    for d in root.glob(".build-*"):
+        try:
+            owner = json.loads((d / "OWNER").read_text())
+        except (OSError, ValueError):
+            owner = None
+        if not isinstance(owner, dict):
+            try:
+                dead = time.time() - d.stat().st_mtime > max_age_s
+            except OSError:
+                continue
+        else:
+            dead = owner.get("host") == socket.gethostname() and not _pid_alive(owner.get("pid"))
+        if dead and d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
+
+
+def _build_dir(root: Path, subject: int) -> Path:
+    "A temporary build folder under `root` with an OWNER file (pid, host), so a later run can tell an orphan."
+    import socket, time
+    tmp = Path(tempfile.mkdtemp(prefix=f".build-subj{subject:02d}-", dir=root))
+    _write_json(tmp / "OWNER", {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+    return tmp
+
+
 def make_simulated_nsd(
     root,  # directory to write the tree under (created if needed)
     subjects=(1, 2, 5, 7),  # subjects to build (1..8); others can be added later
@@ -283,13 +323,13 @@ def make_simulated_nsd(
 ) -> Path:
     "Write a simulated NSD (NSD's file names and formats, ground truth under `simulation/`) and return its root."
     P = get_profile(profile)
-    subjects = (subjects,) if isinstance(subjects, int) else tuple(subjects)
-    for s in subjects:
-        check_choice("subject", s, tuple(range(1, 9)))
+    from neurodecode.core import check_subject
+    subjects = tuple(check_subject(s) for s in ((subjects,) if np.ndim(subjects) == 0 else subjects))
     check_choice("betas_method", betas_method, ("glmsingle", "ols"))
     check_range("seed", int(seed), 0)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    _clean_orphan_builds(root)  # left by builds that were killed
     if _check_world(root, P, seed):
         design = make_design(P, seed)
         test = read_expdesign(root)["masterordering"]
@@ -304,7 +344,7 @@ def make_simulated_nsd(
             continue
         marker = root / "simulation" / f"subj{s:02d}" / "COMPLETE.json"
         marker.unlink(missing_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".build-subj{s:02d}-", dir=root))
+        tmp = _build_dir(root, s)
         try:
             _build_subject(tmp, P, seed, s, design, betas_method, device, quiet)
             for rel in _SUBJECT_DIRS:
