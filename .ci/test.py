@@ -193,21 +193,34 @@ def main(argv=None) -> int:
     else:
         t.ok(f"papermill notebooks keep their 'parameters' tag ({len(pm)} notebooks)")
 
-    started, failed, _ = run_nbdev_test(ROOT, args.flags)
-    if not started:
-        t.bad("nbdev_test", "no notebook ran (nbdev_test says 'Success.' even then)")
-    for nb in started:
-        t.bad(f"notebook {nb}", "see the traceback above") if nb in failed else t.ok(f"notebook {nb}")
-
+    # pytest runs beside nbdev_test (3 single-thread processes on 2 cores): serial, pytest's one process left a core
+    # idle for ~4 minutes. Every process is pinned to one BLAS/torch thread, else spin-waiting threads of one process
+    # stall the others (measured: a smoke 04_noise took 18 min with 2 threads under load, 2.4 min with 1)
+    py = None
     if not args.skip_pytest:
         junit = ROOT / ".ci" / "out" / "pytest.xml"
         junit.parent.mkdir(parents=True, exist_ok=True)
         junit.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
         cmd += args.pytest_args.split()
-        r = subprocess.run(cmd, cwd=ROOT)
+        log = open(ROOT / ".ci" / "out" / "pytest.log", "w+")
+        t_py = time.time()
+        py = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, **SINGLE_THREAD})
+    started, failed, _ = run_nbdev_test(ROOT, args.flags)
+    if not started:
+        t.bad("nbdev_test", "no notebook ran (nbdev_test says 'Success.' even then)")
+    for nb in started:
+        t.bad(f"notebook {nb}", "see the traceback above") if nb in failed else t.ok(f"notebook {nb}")
+
+    if py is not None:
+        rc = py.wait()
+        log.seek(0)
+        sys.stdout.write(log.read())
+        log.close()
+        print(f"      pytest took {time.time() - t_py:.0f} s (beside nbdev_test)")
         if not junit.exists():
-            t.bad("pytest", f"pytest exited {r.returncode} without a report")
+            t.bad("pytest", f"pytest exited {rc} without a report")
         else:
             p, f, s = parse_junit(junit)
             skipped += s
