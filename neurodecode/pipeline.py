@@ -121,7 +121,7 @@ def resolve_data(
 
 # %% ../nbs/03r_pipeline.ipynb #55958404
 def _tiny_label(name: str, key: str) -> str:
-    return f"none: tiny-{name} trained by neurodecode (profile/seed key {key})"
+    return f"none: tiny-{name} trained by neurodecode (weights {key})"
 
 
 class Experiment:
@@ -264,6 +264,29 @@ class Experiment:
         return dict(subject=self.subject, source=self.source, models=self.models, seed=self.seed,
                     data=self._data_key, profile=self.profile["name"], parts=parts)
 
+    def fingerprint(self, which: str) -> str:
+        """Identity of the weights of model `which` ('vae', 'clip' or 'vd') for the keys of the stages that use it.
+
+        A stage's key holds the fingerprints of the models it ran, so retraining a stand-in (new code, new settings)
+        recomputes everything downstream instead of reusing artifacts of the old weights (the cause of committed values
+        that a fresh run could not reproduce). Tiny models: a hash of their weights; pretrained ones: of their files."""
+        check_choice("which", which, ("vae", "clip", "vd"))
+        fps = self.__dict__.setdefault("_fingerprints", {})
+        if which not in fps:
+            m = {"vae": lambda: self.vae, "clip": lambda: self.clip, "vd": lambda: self.vd}[which]()
+            if which == "clip":
+                fps[which] = m.fingerprint
+            elif getattr(m, "sha256", None):
+                fps[which] = m.sha256
+            elif self.models == "pretrained":  # VD: the weight files (names, sizes, times), not 3 GB of hashing
+                d = Path(get_weights_dir(self.weights_dir)) / diffusion.VD_DIRNAME
+                fps[which] = hash_obj(sorted((str(p.relative_to(d)), p.stat().st_size, p.stat().st_mtime_ns)
+                                             for p in d.rglob("*") if p.is_file()))
+            else:
+                mods = [m] if which == "vae" else [m.unet, m.vae]
+                fps[which] = hash_obj([{k: v.detach().float().cpu() for k, v in x.state_dict().items()} for x in mods])
+        return fps[which]
+
     # -- stage 1 ------------------------------------------------------------------------------------------------
     def latents(self, n_layers: int = 15) -> dict:
         "VDVAE posterior samples of the first `n_layers` decoder blocks: {'train', 'test'} (images × dims, float32)."
@@ -272,7 +295,7 @@ class Experiment:
         def run():
             enc = lambda im, s: vdvae.encode_latents(self.vae, im, n_layers=n_layers, seed=s, device=self.device)
             return {"train": enc(self.data.images_train, self.seed), "test": enc(self.data.images_test, self.seed + 1)}
-        return self._cached("latents", run, params=self._key("latents", n_layers), fmt="npz",
+        return self._cached("latents", run, params=self._key("latents", n_layers, self.fingerprint("vae")), fmt="npz",
                                  code=code_version(vdvae.encode_latents), what="VDVAE latents")
 
     def regressor(self, model: str, n_outputs: int):
@@ -308,7 +331,7 @@ class Experiment:
             out.update(pred=pred, test_mse=float(np.mean((pred - Z["test"]) ** 2)),
                        test_mae=float(np.mean(np.abs(pred - Z["test"]))))
             return out
-        return self._cached("stage1", run, params=self._key("stage1", model, n_layers),
+        return self._cached("stage1", run, params=self._key("stage1", model, n_layers, self.fingerprint("vae")),
                                  code=code_version(R, Experiment.stage1), what=f"stage-1 {model} {n_layers}")
 
     def stage1_images(self, model: str = "gru", n_layers: int = 15) -> np.ndarray:
@@ -319,6 +342,7 @@ class Experiment:
             return {"images": vdvae.decode_latents(self.vae, pred, n_layers=n_layers, seed=self.seed,
                                                    device=self.device)}
         return self._cached("stage1_images", run, params=self._key("stage1_images", model, n_layers), fmt="npz",
+                            inputs=[pred, self.fingerprint("vae")],
                             code=code_version(vdvae.decode_latents), what="stage-1 images")["images"]
 
     # -- stage 2 ------------------------------------------------------------------------------------------------
@@ -330,7 +354,7 @@ class Experiment:
             return {"text_train": c.text_embeddings(d.captions_train), "text_test": c.text_embeddings(d.captions_test),
                     "vision_train": c.vision_embeddings(d.images_train),
                     "vision_test": c.vision_embeddings(d.images_test)}
-        return self._cached("clip_targets", run, params=self._key("clip_targets"), fmt="npz",
+        return self._cached("clip_targets", run, params=self._key("clip_targets", self.fingerprint("clip")), fmt="npz",
                                  code=code_version(diffusion), what="CLIP targets")
 
     def clip_predictions(self, model: str = "ridge") -> dict:
@@ -351,7 +375,8 @@ class Experiment:
                     pred = pred.reshape((len(pred),) + Ytr.shape[1:])
                 out[kind] = R.renormalize(pred, Ytr).astype(np.float32)
             return out
-        return self._cached("clip_predictions", run, params=self._key("clip_predictions", model), fmt="npz",
+        return self._cached("clip_predictions", run, params=self._key("clip_predictions", model,
+                                                                       self.fingerprint("clip")), fmt="npz",
                                  code=code_version(R, Experiment.clip_predictions), what=f"CLIP predictions ({model})")
 
     def reconstruct(self, model: str = "gru", n_layers: int = 15, noise: float = 0, clip_model: str = "ridge",
@@ -363,6 +388,7 @@ class Experiment:
         init = diffusion.perturb_init(self.stage1_images(model, n_layers), noise, seed=self.seed)
         emb = self.clip_predictions(clip_model)
         key = self.cache.key("reconstructions", self._key("rec", model, n_layers, noise, clip_model, steps),
+                             inputs=[init, emb["text"], emb["vision"], self.fingerprint("vd")],
                              code=code_version(diffusion))
         out_dir = self.cache.root / "reconstructions" / key
         names = [f"{int(i):05d}" for i in self.data.nsd_ids_test]
@@ -391,8 +417,8 @@ class Experiment:
         n = list(self.notes) + list(notes)
         w = dict(self.weights)
         if self.models == "tiny":
-            for name in ("vdvae", "clip", "vd"):
-                w.setdefault(name, _tiny_label(name, hash_obj(self.profile["name"], self.seed)))
+            for name, which in (("vdvae", "vae"), ("clip", "clip"), ("vd", "vd")):  # the weights that ran
+                w[name] = _tiny_label(name, self.fingerprint(which))
             n.append("models: tiny VDVAE / CLIP / diffusion trained by neurodecode on simulated scenes; metrics under "
                      "paper names are NaN without their weights, `CLIP (sim)` uses the tiny CLIP")
         return Provenance(self.source, self.subject, self.protocol, dict(parameters), w, n)

@@ -495,3 +495,25 @@ def test_paper_notebooks_check_parameters_right_after_the_parameters_cell(name):
     with pytest.raises(ValueError, match="unknown notebook parameter subjcet; this notebook accepts") as e:
         exec(check, ns)
     assert all(k in str(e.value) for k in ("data_dir", "profile", "seed"))
+
+
+# -- issue 21: values a fresh run cannot reproduce came from artifacts of older weights ------------------------------
+def test_stage_keys_follow_the_weights_that_ran(ex):
+    "A retrained model (another fingerprint) recomputes the stages that used it instead of reusing the old artifacts."
+    from neurodecode.pipeline import Experiment
+    fp = ex.fingerprint("vae")
+    assert fp == Experiment(1, profile="smoke", device="cpu").fingerprint("vae")  # deterministic, from the weights
+    mans = lambda: sorted(p for p in (ex.cache.root / "latents").glob("*.json") if not p.name.endswith(".data.json"))
+    before = mans()
+    ref = ex.latents(15)
+    assert mans() == before  # same weights: the cached latents
+    ex._fingerprints["vae"] = "weights-of-a-retrained-vdvae"
+    again = ex.latents(15)
+    new = sorted(set(mans()) - set(before))
+    assert len(new) == 1  # recomputed under a new key ...
+    np.testing.assert_array_equal(again["test"], ref["test"])  # ... (here with the same weights, so the same values)
+    for m in new:  # leave the shared tree as it was
+        for p in m.parent.glob(m.stem + ".*"):
+            p.unlink()
+    ex._fingerprints["vae"] = fp
+    assert fp in ex.provenance({"subject": 1}).weights["vdvae"]  # tables name the weights that made them
