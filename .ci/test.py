@@ -131,12 +131,12 @@ def parse_nbdev_test(stdout: str, stderr: str) -> tuple[list, list]:
     return started, failed
 
 
-def run_nbdev_test(root: Path, flags: str = "") -> tuple[list, list, str]:
+def run_nbdev_test(root: Path, flags: str = "", env: dict | None = None) -> tuple[list, list, str]:
     cmd = [bin_("nbdev_test"), "--do_print", "--timing"]
     if flags:
         cmd += ["--flags", flags]
     t0 = time.time()
-    r = run(cmd, env_extra=SINGLE_THREAD, cwd=root)
+    r = run(cmd, env_extra={**SINGLE_THREAD, **(env or {})}, cwd=root)
     started, failed = parse_nbdev_test(r.stdout, r.stderr)
     timing = "\n".join(ln for ln in r.stdout.splitlines() if re.match(r".+\.ipynb: \d+ secs", ln))
     if r.returncode and not failed:  # crashed before reporting: count every notebook that started as failed
@@ -145,6 +145,77 @@ def run_nbdev_test(root: Path, flags: str = "") -> tuple[list, list, str]:
     if r.returncode:
         sys.stderr.write(r.stderr[-20000:])
     return started, failed, r.stdout
+
+
+#: committed smoke-size tables: what `make test` regenerates must equal them (issue 21: committed values that a fresh
+#: run does not give were undetected). Same folder layout as figures/: <source>/sub-0N/<table>.csv
+SMOKE_VALUES = ROOT / "tests" / "fixtures" / "smoke_values"
+SMOKE_OUT = ROOT / ".ci" / "out" / "smoke-figures"
+
+
+def platform_signature() -> dict:
+    "What the numbers may depend on beyond the code: CPU model and vector ISA, torch / numpy builds."
+    import platform
+    import numpy, torch
+    cpu, flags = platform.processor(), ""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = re.search(r"model name\s*:\s*(.+)", info).group(1).strip()
+        flags = re.search(r"flags\s*:\s*(.+)", info).group(1)
+    except (OSError, AttributeError):
+        pass
+    isa = [f for f in ("avx512f", "avx512_bf16", "avx2", "fma") if f in flags.split()]
+    return {"cpu": cpu, "isa": isa, "machine": platform.machine(), "torch": torch.__version__,
+            "numpy": numpy.__version__}
+
+
+def _read_values(path: Path):
+    import pandas as pd
+    return pd.read_csv(path, comment="#", index_col=0)
+
+
+def compare_smoke_values(out: Path = SMOKE_OUT, ref: Path = SMOKE_VALUES) -> list[str]:
+    "Differences between the smoke tables just written under `out` and the committed ones (empty: identical)."
+    import numpy as np
+    problems = []
+    refs = sorted(ref.rglob("*.csv"))
+    if not refs:
+        return [f"no committed smoke tables under {ref.relative_to(ROOT)}"]
+    for r in refs:
+        rel = r.relative_to(ref)
+        g = out / rel
+        if not g.exists():
+            problems.append(f"{rel}: not written by this run")
+            continue
+        a, b = _read_values(r), _read_values(g)
+        if list(a.columns) != list(b.columns) or list(map(str, a.index)) != list(map(str, b.index)):
+            problems.append(f"{rel}: rows/columns changed: {list(a.index)} x {list(a.columns)} -> "
+                            f"{list(b.index)} x {list(b.columns)}")
+            continue
+        for c in a.columns:
+            x, y = a[c].to_numpy(), b[c].to_numpy()
+            if x.dtype.kind in "fi" and y.dtype.kind in "fi":
+                bad = ~np.isclose(x.astype(float), y.astype(float), rtol=1e-9, atol=1e-12, equal_nan=True)
+            else:
+                bad = np.array([str(u) != str(v) for u, v in zip(x, y)])
+            for i in np.flatnonzero(bad)[:3]:
+                problems.append(f"{rel}: [{a.index[i]}, {c}] committed {x[i]}, now {y[i]}")
+    return problems
+
+
+def update_smoke_values(out: Path = SMOKE_OUT, ref: Path = SMOKE_VALUES) -> int:
+    "Replace the committed smoke tables with this run's (after an intended change of the numbers)."
+    import shutil
+    if ref.exists():
+        shutil.rmtree(ref)
+    n = 0
+    for g in sorted(out.rglob("*.csv")):
+        dst = ref / g.relative_to(out)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text("".join(ln for ln in g.read_text().splitlines(keepends=True) if not ln.startswith("#")))
+        n += 1
+    (ref / "PLATFORM.json").write_text(json.dumps(platform_signature(), indent=1) + "\n")
+    return n
 
 
 def parse_junit(path: Path) -> tuple[int, int, int]:
@@ -162,6 +233,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-pytest", action="store_true")
     ap.add_argument("--pytest-args", default="")
     ap.add_argument("--flags", default="", help="nbdev_test flags to run that are normally skipped (e.g. 'slow')")
+    ap.add_argument("--update-smoke-values", action="store_true",
+                    help="after an intended change of the numbers: write this run's smoke tables to "
+                         "tests/fixtures/smoke_values (commit them with the change)")
     args = ap.parse_args(argv)
     t0 = time.time()
     t = Tally()
@@ -207,11 +281,29 @@ def main(argv=None) -> int:
         t_py = time.time()
         py = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                               env={**os.environ, **SINGLE_THREAD})
-    started, failed, _ = run_nbdev_test(ROOT, args.flags)
+    import shutil
+    shutil.rmtree(SMOKE_OUT, ignore_errors=True)
+    started, failed, _ = run_nbdev_test(ROOT, args.flags, env={"NEURODECODE_SMOKE_FIGURES": str(SMOKE_OUT)})
     if not started:
         t.bad("nbdev_test", "no notebook ran (nbdev_test says 'Success.' even then)")
     for nb in started:
         t.bad(f"notebook {nb}", "see the traceback above") if nb in failed else t.ok(f"notebook {nb}")
+    what = "the paper notebooks' smoke tables equal the committed ones (tests/fixtures/smoke_values)"
+    if args.update_smoke_values:
+        print(f"      wrote {update_smoke_values()} smoke tables to {SMOKE_VALUES.relative_to(ROOT)}; commit them")
+    diffs = compare_smoke_values()
+    plat = json.loads((SMOKE_VALUES / "PLATFORM.json").read_text()) if (SMOKE_VALUES / "PLATFORM.json").exists() else {}
+    here = platform_signature()
+    if not diffs:
+        t.ok(what)
+    elif plat and {k: plat.get(k) for k in ("cpu", "isa", "torch")} != {k: here[k] for k in ("cpu", "isa", "torch")}:
+        skipped += 1  # float results of training legitimately differ across CPU vector units and torch builds
+        print(f"SKIP  {what}: {len(diffs)} differences, but the committed values come from another platform "
+              f"({plat}; here {here}); e.g. " + "; ".join(diffs[:3]))
+    else:
+        t.bad(what, f"{len(diffs)} differences, e.g.\n        " + "\n        ".join(diffs[:8]) +
+              "\n      Fix: if the change of numbers is intended, run `python .ci/test.py --update-smoke-values` and "
+              "commit tests/fixtures/smoke_values with it; otherwise find what changed them")
 
     if py is not None:
         rc = py.wait()

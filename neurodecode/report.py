@@ -19,10 +19,10 @@ import pandas as pd
 from .core import atomic_save, atomic_write, check_choice, check_subject, git_commit, sha256_file
 
 # %% auto #0
-__all__ = ['SOURCES', 'README_WEIGHTS', 'PAPER1_METRICS', 'PAPER1', 'PAPER1_QUOTED_ROWS', 'Provenance', 'weights_provenance',
-           'latex_escape', 'table_markdown', 'table_latex', 'unavailable_summary', 'write_table', 'read_table',
-           'read_provenance', 'save_figure', 'beside_published', 'output_dir', 'image_grid', 'ScienceCheckFailed',
-           'report_checks']
+__all__ = ['SOURCES', 'README_WEIGHTS', 'PAPER1_METRICS', 'PAPER1', 'PAPER1_QUOTED_ROWS', 'SMOKE_FIGURES_ENV', 'Provenance',
+           'weights_provenance', 'latex_escape', 'table_markdown', 'table_latex', 'unavailable_summary', 'write_table',
+           'read_table', 'read_provenance', 'save_figure', 'beside_published', 'output_dir', 'image_grid',
+           'ScienceCheckFailed', 'report_checks']
 
 # %% ../nbs/03p_report.ipynb #6f7167e1
 SOURCES = ("simulated", "nsd")
@@ -244,14 +244,21 @@ def beside_published(ours: pd.DataFrame, published: pd.DataFrame) -> pd.DataFram
     return out
 
 # %% ../nbs/03p_report.ipynb #c80341fb
+#: under IN_TEST, paper notebooks write here when set (`make test` compares these smoke tables with committed ones)
+SMOKE_FIGURES_ENV = "NEURODECODE_SMOKE_FIGURES"
+
+
 def output_dir(out_dir: str | os.PathLike | None, source: str, subject: int | str) -> Path:
-    "`<out_dir>/<source>/sub-0N` (or `/all`), created; `out_dir=None`: the checkout's figures/; a temporary directory under IN_TEST."
+    """`<out_dir>/<source>/sub-0N` (or `/all`), created; `out_dir=None`: the checkout's figures/. Under IN_TEST: a
+    temporary directory, or `$NEURODECODE_SMOKE_FIGURES` when set (never the committed figures)."""
     from neurodecode.core import in_test
     from neurodecode.notebook import figures_dir
     import tempfile as _tf
     check_choice("source", source, SOURCES)
     sub = "all" if subject == "all" else f"sub-{check_subject(subject):02d}"
-    d = (Path(_tf.mkdtemp(prefix="neurodecode-figures-")) if in_test() else figures_dir(out_dir)) / source / sub
+    smoke = os.environ.get(SMOKE_FIGURES_ENV, "")
+    base = (Path(smoke) if smoke else Path(_tf.mkdtemp(prefix="neurodecode-figures-"))) if in_test() else figures_dir(out_dir)
+    d = base / source / sub
     d.mkdir(parents=True, exist_ok=True)
     return d
 

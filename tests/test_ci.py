@@ -122,3 +122,25 @@ def test_parse_helpers(tmp_path):
     x = tmp_path / "j.xml"
     x.write_text('<testsuites><testsuite tests="5" failures="1" errors="1" skipped="1"/></testsuites>')
     assert ci.parse_junit(x) == (2, 2, 1)
+
+
+def test_smoke_values_check_catches_a_changed_number(tmp_path):
+    "Issue 21: a regenerated smoke table that differs from the committed one is reported, cell by cell."
+    from neurodecode.report import Provenance, write_table
+    import pandas as pd
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    t = pd.DataFrame({"SSIM": [0.648, 0.5], "CLIP (sim)": ["50.4%", "60.0%"]}, index=["No noise", "Added noise (8)"])
+    d = out / "simulated" / "sub-01"
+    d.mkdir(parents=True)
+    write_table(t, d, "table6_noise", Provenance("simulated", 1))
+    assert ci.update_smoke_values(out, ref) == 1
+    assert not (ref / "simulated/sub-01/table6_noise.csv").read_text().startswith("#")  # no commit/time lines
+    assert json.loads((ref / "PLATFORM.json").read_text())["torch"]
+    assert ci.compare_smoke_values(out, ref) == []
+    t.loc["No noise", "SSIM"] = 0.649
+    t.loc["Added noise (8)", "CLIP (sim)"] = "61.0%"
+    write_table(t, d, "table6_noise", Provenance("simulated", 1))
+    got = ci.compare_smoke_values(out, ref)
+    assert len(got) == 2 and "[No noise, SSIM] committed 0.648, now 0.649" in got[0] and "61.0%" in got[1]
+    (d / "table6_noise.csv").unlink()
+    assert ci.compare_smoke_values(out, ref) == ["simulated/sub-01/table6_noise.csv: not written by this run"]
