@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import atomic_save, atomic_write, check_array, check_choice, check_range, progress
+from .core import atomic_save, atomic_write, check_array, check_choice, check_range, check_subject, progress
 from .nsd_layout import (BETA_SCALE, CAPTIONS, EXPDESIGN, FSAVERAGE_ATLASES, NSD_SUBJECTS, RESPONSES_COLUMNS,
                                     ROI_LABEL_NAMES, ROI_MAX_LABEL, SIMULATION_DIR, STIM_INFO, STIMULI, TR_1PT8MM,
                                     TRIAL_SECONDS, TRIALS_PER_SESSION, _as_int, _subject_path, betas_file,
@@ -74,7 +74,7 @@ def write_betas_session(
     compression: str | None = "gzip",  # HDF5 filter (NSD's own files are uncompressed; the reader handles both)
 ) -> Path:
     "Write one session of betas in NSD's format: int16 % signal change x 300, zero outside `mask`, atomically."
-    check_choice("subject", subject, NSD_SUBJECTS)
+    check_subject(subject)
     check_range("session", int(session), 1)
     check_choice("fmt", fmt, ("hdf5", "nii.gz"))
     mask = check_array("mask", mask, ndim=3).astype(bool)
@@ -371,7 +371,7 @@ def responses_table(
 ):
     "NSD's `responses.tsv` table of a subject: trial facts derived from the design, old/new answers simulated (seeded)."
     import pandas as pd
-    check_choice("subject", subject, NSD_SUBJECTS)
+    check_subject(subject)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_range("seed", int(seed), 0))
     mo = _as_int("masterordering", np.ravel(design["masterordering"]), 1, lo=1)
     si = _as_int("subjectim", np.atleast_2d(design["subjectim"]), 2, lo=0)
@@ -477,7 +477,7 @@ def write_random_nsd(
     quiet: bool | None = None,  # hide the progress bar
 ) -> Path:
     "Write a format-faithful NSD tree with random content for one subject (a test/benchmark fixture)."
-    check_choice("subject", subject, NSD_SUBJECTS)
+    check_subject(subject)
     fmts = ("hdf5", "nii.gz") if check_choice("betas_fmt", betas_fmt, ("hdf5", "nii.gz", "both")) == "both" else (betas_fmt,)
     rng = np.random.default_rng(seed)
     root = Path(root)

@@ -298,7 +298,10 @@ def test_only_nsdgeneral_with_a_wrong_shape_is_the_file_blamed(ex, tmp_path):
 
 # -- row 10: subject validated at every entry point --------------------------------------------------------------
 def _subject_entry_points(tmp: Path) -> dict:
-    from neurodecode import betas, nsd, nsd_fetch, nsd_layout, pipeline, report, synthetic
+    from neurodecode import betas, nsd, nsd_fetch, nsd_layout, nsd_write, pipeline, report, synthetic
+    from neurodecode.sim.brain import make_brain
+    from neurodecode.sim.profile import make_design, subject_trials
+    from neurodecode.sim.world import read_ground_truth
     return {
         "nsd_layout.roi_file": lambda s: nsd_layout.roi_file(s, "nsdgeneral"),
         "nsd_layout.betas_file": lambda s: nsd_layout.betas_file(s, 1),
@@ -313,6 +316,12 @@ def _subject_entry_points(tmp: Path) -> dict:
         "report.output_dir": lambda s: report.output_dir(tmp, "simulated", s),
         "report.Provenance": lambda s: report.Provenance("simulated", s),
         "pipeline.resolve_data": lambda s: pipeline.resolve_data(s, tmp),
+        "sim.brain.make_brain": lambda s: make_brain("smoke", 0, s),
+        "sim.profile.subject_trials": lambda s: subject_trials(make_design("smoke", 0), s),
+        "sim.world.read_ground_truth": lambda s: read_ground_truth(tmp, s),
+        "nsd_write.write_betas_session": lambda s: nsd_write.write_betas_session(tmp, s, 1, np.zeros((1, 1)),
+                                                                                 np.ones((1, 1, 1), bool)),
+        "nsd_write.responses_table": lambda s: nsd_write.responses_table(make_design("smoke", 0), s),
     }
 
 

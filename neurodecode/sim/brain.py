@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core import check_array, check_choice
+from ..core import check_array, check_choice, check_subject
 from ..nsd_layout import NSD_NSDGENERAL_VOXELS
 from .profile import SUBJECT_SNR, Profile, _seed_rng, get_profile
 from .scenes import BACKGROUNDS, CATEGORIES, COLOURS, SUPERCLASS, Scenes, make_scenes
@@ -266,7 +266,7 @@ def make_brain(
 ) -> Brain:
     "A simulated subject's anatomy, tuning, nonlinearity, gains, HRFs, baselines and noise loadings."
     P = get_profile(profile)
-    check_choice("subject", subject, tuple(range(1, 9)))
+    check_subject(subject)
     rng = _seed_rng(seed, "brain", subject)
     n_gen = max(60, int(round(P.voxel_scale * NSD_NSDGENERAL_VOXELS[subject])))
     shape, mask, c, gen, roi = _layout(n_gen, int(round(P.other_fraction * n_gen)), rng)

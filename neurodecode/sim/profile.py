@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core import check_choice
+from ..core import check_choice, check_subject
 from .bold import trial_schedule
 
 # %% auto #0
@@ -89,5 +89,5 @@ def make_design(profile="default", seed: int = 0) -> dict:
 
 def subject_trials(design: dict, subject: int) -> np.ndarray:
     "0-based nsdId of each of `subject`'s trials, chronological."
-    check_choice("subject", subject, tuple(range(1, 9)))
+    check_subject(subject)
     return design["subjectim"][subject - 1, design["masterordering"] - 1] - 1

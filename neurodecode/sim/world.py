@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import nsd_write
 from ..betas import fit_single_trial
-from ..core import atomic_save, atomic_write, check_choice, check_range, get_cache_dir, progress
+from ..core import atomic_save, atomic_write, check_choice, check_range, check_subject, get_cache_dir, progress
 from ..nsd import read_expdesign
 from ..nsd_layout import CAPTIONS, EXPDESIGN, FSAVERAGE_ATLASES, ROI_LABEL_NAMES, betas_file
 from .bold import SimSession, hrf_library, ols_betas, simulate_session
@@ -323,7 +323,6 @@ def make_simulated_nsd(
 ) -> Path:
     "Write a simulated NSD (NSD's file names and formats, ground truth under `simulation/`) and return its root."
     P = get_profile(profile)
-    from neurodecode.core import check_subject
     subjects = tuple(check_subject(s) for s in ((subjects,) if np.ndim(subjects) == 0 else subjects))
     check_choice("betas_method", betas_method, ("glmsingle", "ols"))
     check_range("seed", int(seed), 0)
@@ -407,7 +406,7 @@ def read_ground_truth(
 ) -> GroundTruth:
     "The ground truth of a simulated subject (`simulation/subjXX/ground_truth.hdf5` and the scene graphs)."
     import h5py
-    check_choice("subject", subject, tuple(range(1, 9)))
+    check_subject(subject)
     root = Path(root)
     p = root / "simulation" / f"subj{subject:02d}" / "ground_truth.hdf5"
     if not (root / "simulation" / f"subj{subject:02d}" / "COMPLETE.json").exists() or not p.exists():
