@@ -5,28 +5,32 @@
 # %% ../nbs/03c_metrics.ipynb #10024579
 from __future__ import annotations
 
-import math
-import os
-import re
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .core import (NotFoundError, check_array, check_choice, check_range, code_version,
-                              as_cache, find_file, hash_obj, make_rng, progress, resize_images, resolve_device,
-                              sha256_file)
+from .core import (NotFoundError, as_cache, check_array, check_choice, check_range, code_version, hash_obj,
+                              make_rng, progress, resize_images)
+from .metric_networks import (NETWORKS, PREPROCESSING, FeatureExtractor, Network, Preprocessing, WeightsError,
+                                         as_images, build_network, clip_vitl14_config, get_preprocessing,
+                                         locate_weights, weight_file)
+from .metric_networks import _net_input, _torch_resize, _unit_to_uint8
 
 # %% auto #0
-__all__ = ['METRICS', 'PAPER_ORDER', 'LOWLEVEL', 'PREPROCESSING', 'NETWORKS', 'Metric', 'Preprocessing', 'get_preprocessing',
-           'as_images', 'demo_images', 'demo_reconstructions', 'lowlevel_metrics', 'pixcorr', 'ssim', 'mse', 'mae',
-           'two_way_identification', 'correlation_distance', 'retrieval_top1', 'Network', 'WeightsError', 'weight_file',
-           'locate_weights', 'clip_vitl14_config', 'build_network', 'FeatureExtractor', 'evaluate', 'unavailable_note',
-           'metrics_table']
+__all__ = ['METRICS', 'PAPER_ORDER', 'LOWLEVEL', 'Metric', 'demo_images', 'demo_reconstructions', 'lowlevel_metrics', 'pixcorr',
+           'ssim', 'mse', 'mae', 'two_way_identification', 'correlation_distance', 'retrieval_top1', 'evaluate',
+           'unavailable_note', 'metrics_table', 'PREPROCESSING', 'Preprocessing', 'get_preprocessing', 'as_images',
+           'NETWORKS', 'Network', 'WeightsError', 'weight_file', 'locate_weights', 'clip_vitl14_config',
+           'build_network', 'FeatureExtractor']
+
+# %% ../nbs/03c_metrics.ipynb #8b72eaac
+# the preprocessing variants and metric networks (neurodecode.metric_networks) are part of this module's API
+_all_ = ["PREPROCESSING", "Preprocessing", "get_preprocessing", "as_images", "NETWORKS", "Network", "WeightsError",
+         "weight_file", "locate_weights", "clip_vitl14_config", "build_network", "FeatureExtractor"]
 
 # %% ../nbs/03c_metrics.ipynb #82f285f7
 @dataclass(frozen=True)
@@ -54,60 +58,7 @@ METRICS = {m.name: m for m in [
 PAPER_ORDER = list(METRICS)
 LOWLEVEL = ("PixCorr", "SSIM", "MSE", "MAE")
 
-# %% ../nbs/03c_metrics.ipynb #18831f66
-@dataclass(frozen=True)
-class Preprocessing:
-    "How images are resized before each metric, as one reference implementation does it."
-    name: str  # variant name
-    base_size: int | None  # GT and reconstructions are first resized to this (MindEye2: 256); None keeps them
-    lowlevel_size: int  # resolution of PixCorr, SSIM, MSE and MAE
-    net_sizes: dict  # network -> square input size
-    backend: str  # "pil": 8-bit images, PIL resizes; "torch": float tensors, bilinear tensor resizes
-    antialias: bool  # antialiasing of the torch resizes (PIL always filters)
-    efficientnet_weights: str  # torchvision enum of the EfficientNet-B1 weights this variant uses
-    source: str  # the reference code it follows
-
-
-PREPROCESSING = {
-    "brain-diffuser": Preprocessing(
-        "brain-diffuser", None, 425, {"alexnet": 224, "inceptionv3": 224, "clip": 224, "efficientnet": 224, "swav": 224},
-        "pil", True, "IMAGENET1K_V1",
-        "ozcelikfu/brain-diffuser scripts/eval_extract_features.py and scripts/evaluate_reconstruction.py"),
-    "mindeye2": Preprocessing(
-        "mindeye2", 256, 425, {"alexnet": 256, "inceptionv3": 342, "clip": 224, "efficientnet": 255, "swav": 224},
-        "torch", False, "IMAGENET1K_V2", "MedARC-AI/MindEyeV2 src/final_evaluations.ipynb"),
-}
-
-
-def get_preprocessing(preprocessing: str | Preprocessing = "brain-diffuser") -> Preprocessing:
-    "The `Preprocessing` of a variant name (or the object itself)."
-    if isinstance(preprocessing, Preprocessing):
-        return preprocessing
-    return PREPROCESSING[check_choice("preprocessing", preprocessing, tuple(PREPROCESSING))]
-
-# %% ../nbs/03c_metrics.ipynb #13c22f14
-def as_images(name: str, images) -> np.ndarray:
-    "Check N×H×W×3 RGB images (`uint8`, or float in [0, 1]; an array or a list of arrays/PIL images) and return an array."
-    if isinstance(images, (list, tuple)):
-        if not len(images):
-            raise ValueError(f"{name} is empty")
-        images = np.stack([np.asarray(im) for im in images])
-    a = np.asarray(images)
-    if a.ndim != 4 or a.shape[-1] != 3:
-        hint = "; channels first? pass images.transpose(0, 2, 3, 1)" if a.ndim == 4 and a.shape[1] == 3 else ""
-        raise ValueError(f"{name} must be N×H×W×3 RGB images; got shape {a.shape}{hint}")
-    if a.dtype == np.uint8:
-        return a
-    if a.dtype.kind != "f":
-        raise TypeError(f"{name} must be uint8, or float in [0, 1]; got dtype {a.dtype}")
-    check_array(name, a, finite=True)
-    lo, hi = float(a.min()), float(a.max())
-    if lo < 0 or hi > 1:
-        raise ValueError(f"{name} must be uint8, or float in [0, 1]; got float values in [{lo:.4g}, {hi:.4g}]"
-                         + ("; images in 0..255? divide by 255 or cast to uint8" if hi > 1.5 else ""))
-    return a
-
-
+# %% ../nbs/03c_metrics.ipynb #ef53f048
 def _check_pair(gt, rec, min_n: int = 1) -> tuple[np.ndarray, np.ndarray]:
     "Both image sets checked, with the same number of images (at least `min_n`)."
     gt, rec = as_images("gt_images", gt), as_images("rec_images", rec)
@@ -116,24 +67,6 @@ def _check_pair(gt, rec, min_n: int = 1) -> tuple[np.ndarray, np.ndarray]:
     if len(gt) < min_n:
         raise ValueError(f"this metric needs at least {min_n} image pairs; got {len(gt)}")
     return gt, rec
-
-
-def _unit_to_uint8(img: np.ndarray) -> np.ndarray:
-    "An image as 8 bits: floats in [0, 1] are rounded the way a PNG writer stores them."
-    return img if img.dtype == np.uint8 else np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-
-
-def _torch_resize(batch: np.ndarray, sizes: Sequence[int | None], antialias: bool):
-    "N×H×W×3 images -> float32 N×3×S×S tensor in [0, 1], resized bilinearly to each size in `sizes` in turn."
-    import torch
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms.functional import resize
-    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
-    x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
-    for s in sizes:
-        if s is not None:  # torchvision returns the input unchanged when the size already matches
-            x = resize(x, [s, s], interpolation=InterpolationMode.BILINEAR, antialias=antialias)
-    return x
 
 # %% ../nbs/03c_metrics.ipynb #49848287
 def demo_images(n: int = 8, size: int = 425, seed: int = 0) -> np.ndarray:
@@ -321,237 +254,6 @@ def retrieval_top1(
         fwd.append(np.mean(sim.argmax(1) == labels))
         bwd.append(np.mean(sim.argmax(0) == labels))
     return float(np.mean(fwd)), float(np.mean(bwd))
-
-# %% ../nbs/03c_metrics.ipynb #1e1d12e7
-@dataclass(frozen=True)
-class Network:
-    "A metric network: where its weights come from and which layers the metrics read."
-    name: str  # key, e.g. "alexnet"
-    title: str  # human name
-    metrics: dict  # metric name -> hooked module path ("" for the model's output embedding)
-    files: dict  # weights file (or folder) name per EfficientNet weights enum; "*" for all variants
-    url: str  # where the file comes from (nothing is downloaded)
-    norm: str  # input normalisation: "imagenet" or "clip"
-
-
-_TV = "https://download.pytorch.org/models/"
-NETWORKS = {n.name: n for n in [
-    Network("alexnet", "AlexNet", {"AlexNet(2)": "features.4", "AlexNet(5)": "features.11"},
-            {"*": "alexnet-owt-7be5be79.pth"}, _TV + "alexnet-owt-7be5be79.pth", "imagenet"),
-    Network("inceptionv3", "Inception-v3", {"InceptionV3": "avgpool"},
-            {"*": "inception_v3_google-0cc3c7bd.pth"}, _TV + "inception_v3_google-0cc3c7bd.pth", "imagenet"),
-    Network("clip", "CLIP ViT-L/14", {"CLIP": ""}, {"*": "clip-vit-large-patch14"},
-            "https://huggingface.co/openai/clip-vit-large-patch14 (config.json and model.safetensors)", "clip"),
-    Network("efficientnet", "EfficientNet-B1", {"EfficientNet-B": "avgpool"},
-            {"IMAGENET1K_V1": "efficientnet_b1_rwightman-bac287d4.pth", "IMAGENET1K_V2": "efficientnet_b1-c27df63c.pth"},
-            _TV + "{file}", "imagenet"),
-    Network("swav", "SwAV ResNet-50", {"SwAV-ResNet50": "avgpool"}, {"*": "swav_800ep_pretrain.pth.tar"},
-            "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar", "imagenet"),
-]}
-_NORM = {"imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-         "clip": ([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711])}
-
-
-class WeightsError(RuntimeError):
-    "A weight file that exists but is not the expected checkpoint (wrong hash, wrong tensors, wrong architecture)."
-
-
-def weight_file(network: str, preprocessing: str | Preprocessing = "brain-diffuser") -> str:
-    "The file (or folder) name of a network's reference weights in the weights directory."
-    net = NETWORKS[check_choice("network", network, tuple(NETWORKS))]
-    return net.files.get("*") or net.files[get_preprocessing(preprocessing).efficientnet_weights]
-
-
-def locate_weights(network: str, preprocessing: str | Preprocessing = "brain-diffuser", weights_dir=None) -> Path:
-    "The path of a network's weights in the weights dir, else a `NotFoundError` naming every place tried and the URL."
-    name = weight_file(network, preprocessing)
-    net = NETWORKS[network]
-    return find_file(name, kind="weights", explicit=weights_dir,
-                     what=f"{net.title} weights for {', '.join(net.metrics)} ({name})",
-                     fix=f"download {net.url.format(file=name)} and put it in the weights directory as {name} "
-                         "(weights_dir=..., $NEURODECODE_WEIGHTS, or <data>/weights)")
-
-# %% ../nbs/03c_metrics.ipynb #f4aeb380
-def clip_vitl14_config():
-    "transformers `CLIPVisionConfig` of OpenAI's CLIP ViT-L/14 image tower (768-d projected embedding)."
-    from transformers import CLIPVisionConfig
-    return CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, projection_dim=768, num_hidden_layers=24,
-                            num_attention_heads=16, num_channels=3, image_size=224, patch_size=14,
-                            hidden_act="quick_gelu", layer_norm_eps=1e-5)
-
-
-_VITL14_KEYS = ("hidden_size", "intermediate_size", "projection_dim", "num_hidden_layers", "num_attention_heads",
-                "image_size", "patch_size")
-
-
-def _load_clip(path: Path, check_arch: bool = True):
-    "transformers `CLIPVisionModelWithProjection` from a local folder (a full CLIPModel folder works too)."
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-    if not (path / "config.json").exists():
-        raise WeightsError(f"{path} has no config.json: expected the files of the Hugging Face repo "
-                           f"openai/clip-vit-large-patch14 (config.json and model.safetensors) in this folder")
-    cfg = CLIPVisionConfig.from_pretrained(path, local_files_only=True)
-    if check_arch:
-        ref = clip_vitl14_config()
-        bad = {k: getattr(cfg, k) for k in _VITL14_KEYS if getattr(cfg, k) != getattr(ref, k)}
-        if bad:
-            raise WeightsError(f"{path} is not CLIP ViT-L/14 ({bad} differ from ViT-L/14); the CLIP metric needs "
-                               "openai/clip-vit-large-patch14. Score other encoders with extra_encoders= under their own label")
-    return CLIPVisionModelWithProjection.from_pretrained(path, local_files_only=True)
-
-
-def _check_hash_prefix(path: Path):
-    "torchvision names its files `<name>-<first hex digits of sha256>.pth`; check them."
-    m = re.search(r"-([0-9a-f]{8,})\.pth$", path.name)
-    if m and not sha256_file(path).startswith(m.group(1)):
-        raise WeightsError(f"{path}: its sha256 does not start with {m.group(1)} as its torchvision name says; the file "
-                           "is corrupt or a different checkpoint. Download it again.")
-
-
-def build_network(
-    network: str,  # "alexnet", "inceptionv3", "clip", "efficientnet" or "swav"
-    preprocessing: str | Preprocessing = "brain-diffuser",  # picks the EfficientNet-B1 weights (V1 or V2)
-    weights_dir=None,  # weights directory (default: `$NEURODECODE_WEIGHTS`, then `<data>/weights`)
-    random_init: bool = False,  # seeded random weights instead of the reference checkpoint (tests, benchmarks)
-    seed: int = 0,  # seed of the random weights
-    clip_config=None,  # a transformers `CLIPVisionConfig` for random CLIP (default ViT-L/14)
-    verify: bool = True,  # check the sha256 prefix of torchvision files
-):
-    "A metric network in eval mode, with the reference weights from the weights dir (or seeded random weights)."
-    import torch
-    import torchvision.models as tvm
-    check_choice("network", network, tuple(NETWORKS))
-    path = None if random_init else locate_weights(network, preprocessing, weights_dir)
-    if network == "clip":
-        if random_init:
-            from transformers import CLIPVisionModelWithProjection
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                model = CLIPVisionModelWithProjection(clip_config or clip_vitl14_config())
-        else:
-            model = _load_clip(path)
-        return model.eval()
-    make = {"alexnet": lambda: tvm.alexnet(weights=None),
-            # what torchvision builds for pretrained Inception-v3: transform_input=True, with the aux head
-            "inceptionv3": lambda: tvm.inception_v3(weights=None, aux_logits=True, transform_input=True,
-                                                    init_weights=random_init),
-            "efficientnet": lambda: tvm.efficientnet_b1(weights=None),
-            "swav": lambda: tvm.resnet50(weights=None)}[network]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = make()
-    if path is not None:
-        if verify:
-            _check_hash_prefix(path)
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            why = type(e).__name__ + ("" if "weights_only" in str(e) else f": {str(e).splitlines()[0][:200]}")
-            raise WeightsError(f"could not read {path} ({path.stat().st_size:,} bytes) as a PyTorch state dict ({why}); it "
-                               f"is damaged or another file. Fix: download {NETWORKS[network].url.format(file=path.name)} "
-                               f"again into {path.parent}") from None  # never torch's advice to load unsafely
-        if network == "swav":  # as facebookresearch/swav hubconf.py: strip `module.`, strict=False
-            sd = sd.get("state_dict", sd)
-            sd = {k.replace("module.", ""): v for k, v in sd.items()}
-            try:
-                missing = model.load_state_dict(sd, strict=False).missing_keys
-            except RuntimeError as e:
-                raise WeightsError(f"{path} does not fit torchvision's resnet50: {e}") from e
-            if set(missing) - {"fc.weight", "fc.bias"}:
-                raise WeightsError(f"{path} is not a SwAV ResNet-50 checkpoint: {len(missing)} backbone tensors missing, "
-                                   f"e.g. {sorted(set(missing) - {'fc.weight', 'fc.bias'})[:3]}")
-        else:
-            try:
-                model.load_state_dict(sd, strict=True)
-            except RuntimeError as e:
-                raise WeightsError(f"{path} does not fit torchvision's {network}: {str(e)[:500]}") from e
-    return model.eval()
-
-# %% ../nbs/03c_metrics.ipynb #857d4a68
-class _Enough(Exception):
-    "Raised by the last forward hook: the remaining layers are not needed."
-
-
-def _net_input(batch: np.ndarray, size: int, pp: Preprocessing, norm: str):
-    "A batch of N×H×W×3 images as the network's normalised float32 N×3×size×size input."
-    import torch
-    if pp.backend == "pil":  # brain-diffuser: T.functional.resize(PIL, (224, 224)) (PIL bilinear), to_tensor
-        x = np.stack([resize_images(_unit_to_uint8(im)[None], size, "bilinear")[0] for im in batch])
-        t = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255)
-    else:  # mindeye2: float tensors to 256, then bilinear to the network's size
-        t = _torch_resize(batch, [pp.base_size, size], pp.antialias)
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in _NORM[norm])
-    return (t - mean) / std
-
-
-class FeatureExtractor:
-    "A metric network with hooks on its reference layers: images in, `{metric: N×... features}` out, in batches."
-
-    def __init__(
-        self,
-        network: str,  # "alexnet", "inceptionv3", "clip", "efficientnet" or "swav"
-        preprocessing: str | Preprocessing = "brain-diffuser",  # resizing variant (and EfficientNet weights)
-        weights_dir=None,  # weights directory
-        device="auto",  # torch device; "auto" picks CUDA when available
-        random_init: bool = False,  # seeded random weights (tests and benchmarks only)
-        seed: int = 0,  # seed of the random weights
-        clip_config=None,  # transformers `CLIPVisionConfig` for random CLIP
-        verify: bool = True,  # check torchvision files' sha256 prefix
-    ):
-        self.network = check_choice("network", network, tuple(NETWORKS))
-        self.spec = NETWORKS[network]
-        self.preprocessing = get_preprocessing(preprocessing)
-        self.size = self.preprocessing.net_sizes[network]
-        self.device = resolve_device(device)
-        self.random_init = random_init
-        self.weights_path = None if random_init else locate_weights(network, self.preprocessing, weights_dir)
-        self.model = build_network(network, self.preprocessing, weights_dir, random_init, seed, clip_config,
-                                   verify).to(self.device)
-        self.metrics = dict(self.spec.metrics)
-
-    def __repr__(self):
-        w = "random weights" if self.random_init else str(self.weights_path)
-        return f"FeatureExtractor({self.network!r}, {self.preprocessing.name!r}, {self.size}px, {w})"
-
-    def _forward(self, x) -> dict:
-        if self.network == "clip":
-            return {"CLIP": self.model(pixel_values=x).image_embeds}
-        modules, got, handles = dict(self.model.named_modules()), {}, []
-
-        def hook(metric):
-            def fn(module, inputs, output):
-                got[metric] = output.detach().float().clone()
-                if len(got) == len(self.metrics):
-                    raise _Enough
-            return fn
-        try:
-            handles = [modules[path].register_forward_hook(hook(m)) for m, path in self.metrics.items()]
-            self.model(x)
-        except _Enough:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
-        return got
-
-    def __call__(
-        self,
-        images,  # N×H×W×3 images, uint8 or float in [0, 1]
-        batch_size: int = 32,  # images per forward pass
-        quiet: bool | None = None,  # hide the progress bar
-    ) -> dict:
-        "`{metric: features}`, each N×(layer shape), float32."
-        import torch
-        imgs = as_images("images", images)
-        check_range("batch_size", batch_size, 1)
-        out = {m: [] for m in self.metrics}
-        starts = range(0, len(imgs), batch_size)
-        with torch.no_grad():
-            for s in progress(starts, desc=f"{self.spec.title} features", total=len(starts), quiet=quiet):
-                x = _net_input(imgs[s:s + batch_size], self.size, self.preprocessing, self.spec.norm)
-                for m, t in self._forward(x.to(self.device)).items():
-                    out[m].append(t.float().cpu().numpy())
-        return {m: np.concatenate(v) for m, v in out.items()}
 
 # %% ../nbs/03c_metrics.ipynb #8b629579
 def _metric_order(labels: Sequence[str], kinds: Mapping | None = None) -> list[str]:

@@ -21,6 +21,7 @@ from scipy.spatial.distance import correlation
 from skimage.color import rgb2gray
 from skimage.metrics import structural_similarity
 
+from neurodecode import metric_networks as MN
 from neurodecode import metrics as M
 from neurodecode.core import NotFoundError
 from neurodecode.report import table_latex, table_markdown
@@ -350,7 +351,7 @@ def test_hook_shapes_and_layers(net, pp):
         warnings.simplefilter("ignore", UserWarning)
         ext = create_feature_extractor(fx.model, return_nodes=NODES[net]).eval()
     with torch.no_grad():
-        ref = ext(M._net_input(x, fx.size, fx.preprocessing, "imagenet"))
+        ref = ext(MN._net_input(x, fx.size, fx.preprocessing, "imagenet"))
     for m, node in zip(M.NETWORKS[net].metrics, NODES[net]):
         r = ref[node].numpy()
         np.testing.assert_allclose(feats[m], r, rtol=1e-4, atol=1e-5 * np.abs(r).max())
@@ -370,7 +371,7 @@ def test_clip_tiny_config_path():
     f = fx(x)["CLIP"]
     assert f.shape == (2, 16)
     with torch.no_grad():  # the projected CLS embedding of CLIP-normalised 224 px input
-        want = fx.model(pixel_values=M._net_input(x, 224, fx.preprocessing, "clip")).image_embeds.numpy()
+        want = fx.model(pixel_values=MN._net_input(x, 224, fx.preprocessing, "clip")).image_embeds.numpy()
     np.testing.assert_allclose(f, want, atol=1e-6)
 
 
@@ -425,7 +426,7 @@ def test_missing_weights_never_fall_back_to_random(tmp_path, monkeypatch):
         built.append(a)
         raise AssertionError("a network was built without its weights")
 
-    monkeypatch.setattr(M, "build_network", no_build)
+    monkeypatch.setattr(MN, "build_network", no_build)  # what FeatureExtractor calls
     gt = M.demo_images(3, 32)
     res = M.evaluate(gt, gt, metrics=["AlexNet(5)", "CLIP"], cache=False)
     assert res.isna().all() and not built and set(res.attrs["unavailable"]) == {"AlexNet(5)", "CLIP"}
@@ -519,3 +520,9 @@ def test_tables_write_csv_markdown_latex(tmp_path):
     assert md.splitlines()[0].startswith("|  | SSIM ↑ | PixCorr ↑ | AlexNet(2) ↑") and "| Brain-Diffuser | 0.356 |" in md
     tex = table_latex(M.metrics_table(pub, percent=False), caption="x_y", label="tab:a")
     assert r"SSIM $\uparrow$" in tex and "0.942" in tex and r"\caption{x\_y}" in tex and r"\label{tab:a}" in tex
+
+
+def test_metrics_reexports_the_network_api():
+    "The preprocessing variants and networks moved to neurodecode.metric_networks; neurodecode.metrics still answers for them."
+    assert MN.__all__ and set(MN.__all__) <= set(M.__all__)
+    assert all(getattr(M, n) is getattr(MN, n) for n in MN.__all__)
