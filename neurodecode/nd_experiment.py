@@ -14,9 +14,13 @@ from .core import (ArtifactCache, check_choice, check_range, code_version, get_c
                               resolve_device)
 
 # %% auto #0
-__all__ = ['ND_PROFILES', 'KAPPA_FACTORS', 'ETAS', 'nd_profile', 'NDExperiment']
+__all__ = ['STANDIN_STEPS', 'ND_PROFILES', 'KAPPA_FACTORS', 'ETAS', 'nd_profile', 'NDExperiment']
 
 # %% ../nbs/07g_nd_experiment.ipynb #63b79c8c
+#: DDIM steps of the stand-in LDM on the default profile (the paper's SD-1.4: 50). The stand-in's UNet works on 8 x 16 x 16
+#: latents and was trained for a few hundred steps: 25 steps (18 run at strength .75) halve the CPU cost of every
+#: reconstruction, and κ* is calibrated at the same setting, so guided and unguided compare on equal terms.
+STANDIN_STEPS = 25
 ND_PROFILES = {
     "smoke": dict(subjects=(1, 2), decoder_config=dict(h=32, epochs=2, batch_size=16), z_config=dict(h=32, epochs=2, batch_size=16),
                   ldm_config={"steps": 20, "batch_size": 8, "unet_channels": (16, 32)}, clip_config={"steps": 15},
@@ -24,7 +28,7 @@ ND_PROFILES = {
                   grid_images=2, grid_repeats=1, n_examples=2, ablation_repeats=2,
                   calibration_repeats=2),
     "default": dict(subjects=(1, 2, 5, 7), decoder_config=dict(h=128, epochs=2), z_config=dict(h=64, epochs=2),
-                    ldm_config=None, clip_config=None, steps=50, n_repeats=5, max_test=6, n_calibration=4,
+                    ldm_config=None, clip_config=None, steps=STANDIN_STEPS, n_repeats=5, max_test=6, n_calibration=4,
                     calibration_repeats=2, kappas=(1e3, 1e4, 1e5, 1e6, 1e7), grid_images=2, grid_repeats=1,
                     n_examples=4, ablation_repeats=2),
 }
@@ -214,17 +218,22 @@ class NDExperiment:
         R = self.prof["n_repeats"] if n_repeats is None else int(n_repeats)
         layers = tuple(int(l) for l in layers)
         m = self.ldm
-        z = self.decoded("z", pretrain)["decoded"][:n]
-        c = self.decoded("c", pretrain)["decoded"][:n]
-        tg = [(self.decoded(f"g{l}", pretrain)["decoded"] if guide == "decoded"
-               else self.targets[f"g{l}"][self.test["rows"]].astype(np.float32))[:n] for l in layers] if kappa > 0 else None
+        z = self.decoded("z", pretrain)["decoded"]
+        c = self.decoded("c", pretrain)["decoded"]
+        tg = [self.decoded(f"g{l}", pretrain)["decoded"] if guide == "decoded"
+              else self.targets[f"g{l}"][self.test["rows"]].astype(np.float32) for l in layers] if kappa > 0 else None
         a = tuple(GUIDE_A[l - 1] for l in layers)
-        params = self._key({"kappa": kappa, "eta": eta, "layers": layers, "guide": guide, "pretrain": pretrain,
-                            "sag": sag_scale, "steps": self.prof["steps"]})
-        key = self.cache.key("nd_reconstructions", params, inputs=[z, c], code=code_version(generate))
+        # one PNG per (image, repeat), keyed on the whole test set's inputs: image i, repeat r is seeded by (seed, i, r)
+        # whatever the subset, so fewer images or repeats (ablations, the κ × η grid) read what a larger call wrote;
+        # without guidance, eta, layers and guide do nothing and are left out of the key
+        params = self._key({"kappa": kappa, "eta": eta if kappa > 0 else None, "layers": layers if kappa > 0 else None,
+                            "guide": guide if kappa > 0 else None, "pretrain": pretrain, "sag": sag_scale,
+                            "steps": self.prof["steps"]})
+        key = self.cache.key("nd_reconstructions", params, inputs=[z, c] + (tg or []), code=code_version(generate))
         out = self.cache.root / "nd_reconstructions" / key
         names = [f"{int(i):05d}" for i in self.test["ids"][:n]]
-        generate(m, z, c, out, targets=tg, features=clip_features(m.clip.vision_model, layers, size=None) if tg else None,
+        generate(m, z[:n], c[:n], out, targets=None if tg is None else [g[:n] for g in tg],
+                 features=clip_features(m.clip.vision_model, layers, size=None) if tg else None,
                  kappa=kappa, eta=eta, names=names, n_repeats=R, a=a, steps=self.prof["steps"], sag_scale=sag_scale,
                  seed=self.seed, quiet=True)
         return read_generated(out, names, R)
@@ -256,6 +265,7 @@ class NDExperiment:
             "models: " + self.targets["models"] + f"; generator: the SD-like stand-in LDM (standin_ldm, UNet trained "
             f"on {self.ldm.train_log.get('n_images')} simulated scenes), not SD-1.4",
             f"NeuralDiffuser on stand-ins: kappa* = {self.kappa_star:g} (calibrated on training images at eta .2); "
-            f"{self.prof['steps']} DDIM steps, strength .75, metrics on repeat 0 of {self.prof['n_repeats']}",
+            f"{self.prof['steps']} DDIM steps" + (" (a stand-in setting; the paper's SD-1.4: 50)" if self.prof['steps'] != 50
+            else "") + f", strength .75, metrics on repeat 0 of {self.prof['n_repeats']}",
             "metrics under paper names are NaN without their weights; `CLIP (sim)` uses the stand-in CLIP"]
         return Provenance(self.source, self.subject, "mindeye2", dict(parameters), {}, n)
