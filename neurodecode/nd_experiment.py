@@ -10,6 +10,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+import os
+
 from .core import (ArtifactCache, check_choice, check_range, code_version, get_cache_dir, hash_obj, in_test,
                               resolve_device)
 
@@ -37,6 +39,29 @@ KAPPA_FACTORS = (0.01, 0.1, 1.0, 10.0)
 ETAS = (1.0, 0.8, 0.6, 0.4, 0.2, 0.1)
 
 
+def _standin_parts(profile: str, seed: int):
+    "(images, captions, clip, vae, scale): the stand-in LDM's corpus and encoders (paper 1's tiny CLIP and VD)."
+    from neurodecode.nd_targets import standin_corpus, standin_encoders
+    from neurodecode.pipeline import run_profile
+    p1 = run_profile(profile)
+    img, cap = standin_corpus(p1["name"], seed)
+    clip, vae, scale = standin_encoders(img, cap, seed=seed, quiet=True, clip_config=p1["clip_config"],
+                                        vd_clip_config=p1["clip_config"], vd_config=p1["vd_config"])
+    return img, cap, clip, vae, scale
+
+
+def _standin_ldm_job(profile, seed, ldm_config, lock, started):
+    "Side process of `NDExperiment.ldm`: train (or find cached) the stand-in LDM on one thread, under `lock`."
+    import torch
+    from neurodecode.pipeline import file_lock
+    from neurodecode.standin_ldm import train_standin_ldm
+    torch.set_num_threads(1)
+    with file_lock(lock):
+        started.set()
+        img, cap, clip, vae, scale = _standin_parts(profile, seed)
+        train_standin_ldm(img, cap, clip, vae, scale, seed=seed, device="cpu", config=ldm_config, quiet=True)
+
+
 def nd_profile(profile: str = "default") -> dict:
     "The sizes of a paper-2 profile; under `IN_TEST` every profile is `smoke`."
     check_choice("profile", profile, tuple(ND_PROFILES))
@@ -57,6 +82,7 @@ class NDExperiment:
         device="auto",  # torch device of generation and metrics (decoders train on `device` too)
         subjects=None,  # all subjects of stage 1 + stage 2; None: the profile's ((1, 2, 5, 7); smoke: (1, 2))
         cache=None,  # cache directory or ArtifactCache; default `get_cache_dir()/"experiments"`
+        side_process: bool | None = None,  # first run: train the stand-in LDM in a 2nd process (None: CPU, >= 2 cores, not under tests)
     ):
         check_range("subject", subject, 1, 8)
         self.prof = nd_profile(profile)
@@ -67,6 +93,8 @@ class NDExperiment:
         self.device = resolve_device(device)
         self.data_dir, self.weights_dir = data_dir, weights_dir
         self.cache = cache if isinstance(cache, ArtifactCache) else ArtifactCache(cache or get_cache_dir() / "experiments")
+        self.side_process = (self.device.type == "cpu" and (os.cpu_count() or 1) >= 2 and not in_test()
+                             if side_process is None else bool(side_process))
         self.notes = []
 
     def __repr__(self):
@@ -145,19 +173,47 @@ class NDExperiment:
         return pd.DataFrame(rows)
 
     # -- generation ---------------------------------------------------------------------------------------------
+    def train_decoders(self):
+        "Every decoder the paper notebooks read: c, g1..g6 and z, two-stage and without pre-training (cached)."
+        from neurodecode.shared_training import ND_TARGETS
+        for pre in (True, False):
+            for name in ND_TARGETS + ("z",):
+                self.decoder(name, pre)
+
     @cached_property
     def ldm(self):
-        "The SD-like stand-in (`standin_ldm.train_standin_ldm`) with its CLIP stand-in, VAE and φ_l."
+        """The SD-like stand-in (`standin_ldm.train_standin_ldm`) with its CLIP stand-in, VAE and φ_l.
+
+        On a first run on CPU (`side_process`), the stand-in LDM trains in a spawned process on one core while this
+        process trains every decoder (`train_decoders`) on the other: its UNet training and the decoders are the two
+        longest steps of paper 2 and gain little from a second thread each."""
+        import multiprocessing as mp
         from neurodecode.guidance import clip_features
-        from neurodecode.nd_targets import standin_corpus, standin_encoders
-        from neurodecode.pipeline import run_profile
+        from neurodecode.networks import torch_threads
+        from neurodecode.pipeline import file_lock
         from neurodecode.standin_ldm import train_standin_ldm
-        p1 = run_profile(self.prof["name"])
-        img, cap = standin_corpus(p1["name"], self.seed)
-        clip, vae, scale = standin_encoders(img, cap, seed=self.seed, quiet=True, clip_config=p1["clip_config"],
-                                            vd_clip_config=p1["clip_config"], vd_config=p1["vd_config"])
-        model = train_standin_ldm(img, cap, clip, vae, scale, seed=self.seed, device=self.device,
-                                  config=self.prof["ldm_config"], quiet=True)
+        self.targets  # trains or loads the stand-in encoders before a side process looks for them
+        img, cap, clip, vae, scale = _standin_parts(self.prof["name"], self.seed)
+        kw = dict(seed=self.seed, device=self.device, config=self.prof["ldm_config"], quiet=True)
+        lock = get_cache_dir() / ".locks" / "standin-ldm.lock"
+        proc = None
+        if self.side_process and train_standin_ldm(img, cap, clip, vae, scale, cached_only=True, **kw) is None:
+            ctx = mp.get_context("spawn")
+            started = ctx.Event()
+            proc = ctx.Process(target=_standin_ldm_job, name="neurodecode-standin-ldm", daemon=False,
+                               args=(self.prof["name"], self.seed, self.prof["ldm_config"], lock, started))
+            proc.start()
+            while not started.wait(1):
+                if not proc.is_alive():  # it failed to start: the LDM trains below, in this process
+                    proc = None
+                    break
+            if proc is not None:
+                with torch_threads(1):
+                    self.train_decoders()
+        with file_lock(lock):
+            model = train_standin_ldm(img, cap, clip, vae, scale, **kw)
+        if proc is not None:
+            proc.join()
         model.clip, model.phi = clip, clip_features(clip.vision_model, size=None)
         return model
 
