@@ -233,7 +233,7 @@ class NDExperiment:
         img, cap = read_images(ids, self._data[0]), read_captions(ids, self._data[0])
         m = self.ldm
         params = {"ids": [int(i) for i in ids], "kappas": self.prof["kappas"], "steps": self.prof["steps"],
-                  "n_repeats": self.prof["calibration_repeats"]}
+                  "n_repeats": self.prof["calibration_repeats"], "ldm": m.key}
 
         def run():
             to01 = torch.from_numpy(np.ascontiguousarray(img)).permute(0, 3, 1, 2).float() / 255
@@ -284,7 +284,7 @@ class NDExperiment:
         # without guidance, eta, layers and guide do nothing and are left out of the key
         params = self._key({"kappa": kappa, "eta": eta if kappa > 0 else None, "layers": layers if kappa > 0 else None,
                             "guide": guide if kappa > 0 else None, "pretrain": pretrain, "sag": sag_scale,
-                            "steps": self.prof["steps"]})
+                            "steps": self.prof["steps"], "ldm": m.key})
         key = self.cache.key("nd_reconstructions", params, inputs=[z, c] + (tg or []), code=code_version(generate))
         out = self.cache.root / "nd_reconstructions" / key
         names = [f"{int(i):05d}" for i in self.test["ids"][:n]]

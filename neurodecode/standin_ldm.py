@@ -68,7 +68,7 @@ def _standin_model(st: dict, vae, clip, device) -> SDModel:
     vae.register_to_config(scaling_factor=float(st["vae_scale"]))
     m = SDModel(unet, vae, ddim_scheduler({"prediction_type": "epsilon", "snr_shift": cfg["snr_shift"]}),
                 encode_text=clip_text_hidden(clip), device=device, name="standin-ldm")
-    m.train_log = st.get("log", {})
+    m.train_log, m.key = st.get("log", {}), st.get("key")  # the cache key: what results made with it are keyed on
     return m
 
 
