@@ -95,7 +95,7 @@ class NDExperiment:
         self.cache = cache if isinstance(cache, ArtifactCache) else ArtifactCache(cache or get_cache_dir() / "experiments")
         self.side_process = (self.device.type == "cpu" and (os.cpu_count() or 1) >= 2 and not in_test()
                              if side_process is None else bool(side_process))
-        self.notes = []
+        self.notes, self._decoded = [], {}
 
     def __repr__(self):
         return (f"NDExperiment(subject={self.subject}, source={self.source!r}, profile={self.prof['name']!r}, "
@@ -153,9 +153,12 @@ class NDExperiment:
                          device=self.device, quiet=True)
 
     def decoded(self, name: str = "c", pretrain: bool = True) -> dict:
-        "{'decoded', 'clip_voxels'} of the test set."
+        "{'decoded', 'clip_voxels'} of the test set (kept per (name, pretrain): each `decoder` call hashes the trials)."
         from neurodecode.shared_training import decode
-        return decode(self.decoder(name, pretrain), self.test["X"], self.subject)
+        k = (name, bool(pretrain))
+        if k not in self._decoded:
+            self._decoded[k] = decode(self.decoder(name, pretrain), self.test["X"], self.subject)
+        return self._decoded[k]
 
     def decoding_table(self, names=None, pretrain=(True, False)) -> pd.DataFrame:
         "Decoding performance per target (Fig. 5): corr, cos and retrieval of the test embeddings, per pretraining."
