@@ -10,13 +10,19 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+import os
+
 from .core import (ArtifactCache, check_choice, check_range, code_version, get_cache_dir, hash_obj, in_test,
                               resolve_device)
 
 # %% auto #0
-__all__ = ['ND_PROFILES', 'KAPPA_FACTORS', 'ETAS', 'nd_profile', 'NDExperiment']
+__all__ = ['STANDIN_STEPS', 'ND_PROFILES', 'KAPPA_FACTORS', 'ETAS', 'nd_profile', 'NDExperiment']
 
 # %% ../nbs/07g_nd_experiment.ipynb #63b79c8c
+#: DDIM steps of the stand-in LDM on the default profile (the paper's SD-1.4: 50). The stand-in's UNet works on 8 x 16 x 16
+#: latents and was trained for a few hundred steps: 25 steps (18 run at strength .75) halve the CPU cost of every
+#: reconstruction, and κ* is calibrated at the same setting, so guided and unguided compare on equal terms.
+STANDIN_STEPS = 25
 ND_PROFILES = {
     "smoke": dict(subjects=(1, 2), decoder_config=dict(h=32, epochs=2, batch_size=16), z_config=dict(h=32, epochs=2, batch_size=16),
                   ldm_config={"steps": 20, "batch_size": 8, "unet_channels": (16, 32)}, clip_config={"steps": 15},
@@ -24,13 +30,36 @@ ND_PROFILES = {
                   grid_images=2, grid_repeats=1, n_examples=2, ablation_repeats=2,
                   calibration_repeats=2),
     "default": dict(subjects=(1, 2, 5, 7), decoder_config=dict(h=128, epochs=2), z_config=dict(h=64, epochs=2),
-                    ldm_config=None, clip_config=None, steps=50, n_repeats=5, max_test=6, n_calibration=4,
+                    ldm_config=None, clip_config=None, steps=STANDIN_STEPS, n_repeats=5, max_test=6, n_calibration=4,
                     calibration_repeats=2, kappas=(1e3, 1e4, 1e5, 1e6, 1e7), grid_images=2, grid_repeats=1,
                     n_examples=4, ablation_repeats=2),
 }
 #: the kappa x eta grid of the paper's README image 5 (kappa as multiples of the calibrated kappa*)
 KAPPA_FACTORS = (0.01, 0.1, 1.0, 10.0)
 ETAS = (1.0, 0.8, 0.6, 0.4, 0.2, 0.1)
+
+
+def _standin_parts(profile: str, seed: int):
+    "(images, captions, clip, vae, scale): the stand-in LDM's corpus and encoders (paper 1's tiny CLIP and VD)."
+    from neurodecode.nd_targets import standin_corpus, standin_encoders
+    from neurodecode.pipeline import run_profile
+    p1 = run_profile(profile)
+    img, cap = standin_corpus(p1["name"], seed)
+    clip, vae, scale = standin_encoders(img, cap, seed=seed, quiet=True, clip_config=p1["clip_config"],
+                                        vd_clip_config=p1["clip_config"], vd_config=p1["vd_config"])
+    return img, cap, clip, vae, scale
+
+
+def _standin_ldm_job(profile, seed, ldm_config, lock, started):
+    "Side process of `NDExperiment.ldm`: train (or find cached) the stand-in LDM on one thread, under `lock`."
+    import torch
+    from neurodecode.pipeline import file_lock
+    from neurodecode.standin_ldm import train_standin_ldm
+    torch.set_num_threads(1)
+    with file_lock(lock):
+        started.set()
+        img, cap, clip, vae, scale = _standin_parts(profile, seed)
+        train_standin_ldm(img, cap, clip, vae, scale, seed=seed, device="cpu", config=ldm_config, quiet=True)
 
 
 def nd_profile(profile: str = "default") -> dict:
@@ -53,6 +82,7 @@ class NDExperiment:
         device="auto",  # torch device of generation and metrics (decoders train on `device` too)
         subjects=None,  # all subjects of stage 1 + stage 2; None: the profile's ((1, 2, 5, 7); smoke: (1, 2))
         cache=None,  # cache directory or ArtifactCache; default `get_cache_dir()/"experiments"`
+        side_process: bool | None = None,  # first run: train the stand-in LDM in a 2nd process (None: CPU, >= 2 cores, not under tests)
     ):
         check_range("subject", subject, 1, 8)
         self.prof = nd_profile(profile)
@@ -63,7 +93,9 @@ class NDExperiment:
         self.device = resolve_device(device)
         self.data_dir, self.weights_dir = data_dir, weights_dir
         self.cache = cache if isinstance(cache, ArtifactCache) else ArtifactCache(cache or get_cache_dir() / "experiments")
-        self.notes = []
+        self.side_process = (self.device.type == "cpu" and (os.cpu_count() or 1) >= 2 and not in_test()
+                             if side_process is None else bool(side_process))
+        self.notes, self._decoded = [], {}
 
     def __repr__(self):
         return (f"NDExperiment(subject={self.subject}, source={self.source!r}, profile={self.prof['name']!r}, "
@@ -121,9 +153,12 @@ class NDExperiment:
                          device=self.device, quiet=True)
 
     def decoded(self, name: str = "c", pretrain: bool = True) -> dict:
-        "{'decoded', 'clip_voxels'} of the test set."
+        "{'decoded', 'clip_voxels'} of the test set (kept per (name, pretrain): each `decoder` call hashes the trials)."
         from neurodecode.shared_training import decode
-        return decode(self.decoder(name, pretrain), self.test["X"], self.subject)
+        k = (name, bool(pretrain))
+        if k not in self._decoded:
+            self._decoded[k] = decode(self.decoder(name, pretrain), self.test["X"], self.subject)
+        return self._decoded[k]
 
     def decoding_table(self, names=None, pretrain=(True, False)) -> pd.DataFrame:
         "Decoding performance per target (Fig. 5): corr, cos and retrieval of the test embeddings, per pretraining."
@@ -141,19 +176,47 @@ class NDExperiment:
         return pd.DataFrame(rows)
 
     # -- generation ---------------------------------------------------------------------------------------------
+    def train_decoders(self):
+        "Every decoder the paper notebooks read: c, g1..g6 and z, two-stage and without pre-training (cached)."
+        from neurodecode.shared_training import ND_TARGETS
+        for pre in (True, False):
+            for name in ND_TARGETS + ("z",):
+                self.decoder(name, pre)
+
     @cached_property
     def ldm(self):
-        "The SD-like stand-in (`standin_ldm.train_standin_ldm`) with its CLIP stand-in, VAE and φ_l."
+        """The SD-like stand-in (`standin_ldm.train_standin_ldm`) with its CLIP stand-in, VAE and φ_l.
+
+        On a first run on CPU (`side_process`), the stand-in LDM trains in a spawned process on one core while this
+        process trains every decoder (`train_decoders`) on the other: its UNet training and the decoders are the two
+        longest steps of paper 2 and gain little from a second thread each."""
+        import multiprocessing as mp
         from neurodecode.guidance import clip_features
-        from neurodecode.nd_targets import standin_corpus, standin_encoders
-        from neurodecode.pipeline import run_profile
+        from neurodecode.networks import torch_threads
+        from neurodecode.pipeline import file_lock
         from neurodecode.standin_ldm import train_standin_ldm
-        p1 = run_profile(self.prof["name"])
-        img, cap = standin_corpus(p1["name"], self.seed)
-        clip, vae, scale = standin_encoders(img, cap, seed=self.seed, quiet=True, clip_config=p1["clip_config"],
-                                            vd_clip_config=p1["clip_config"], vd_config=p1["vd_config"])
-        model = train_standin_ldm(img, cap, clip, vae, scale, seed=self.seed, device=self.device,
-                                  config=self.prof["ldm_config"], quiet=True)
+        self.targets  # trains or loads the stand-in encoders before a side process looks for them
+        img, cap, clip, vae, scale = _standin_parts(self.prof["name"], self.seed)
+        kw = dict(seed=self.seed, device=self.device, config=self.prof["ldm_config"], quiet=True)
+        lock = get_cache_dir() / ".locks" / "standin-ldm.lock"
+        proc = None
+        if self.side_process and train_standin_ldm(img, cap, clip, vae, scale, cached_only=True, **kw) is None:
+            ctx = mp.get_context("spawn")
+            started = ctx.Event()
+            proc = ctx.Process(target=_standin_ldm_job, name="neurodecode-standin-ldm", daemon=False,
+                               args=(self.prof["name"], self.seed, self.prof["ldm_config"], lock, started))
+            proc.start()
+            while not started.wait(1):
+                if not proc.is_alive():  # it failed to start: the LDM trains below, in this process
+                    proc = None
+                    break
+            if proc is not None:
+                with torch_threads(1):
+                    self.train_decoders()
+        with file_lock(lock):
+            model = train_standin_ldm(img, cap, clip, vae, scale, **kw)
+        if proc is not None:
+            proc.join()
         model.clip, model.phi = clip, clip_features(clip.vision_model, size=None)
         return model
 
@@ -173,7 +236,7 @@ class NDExperiment:
         img, cap = read_images(ids, self._data[0]), read_captions(ids, self._data[0])
         m = self.ldm
         params = {"ids": [int(i) for i in ids], "kappas": self.prof["kappas"], "steps": self.prof["steps"],
-                  "n_repeats": self.prof["calibration_repeats"]}
+                  "n_repeats": self.prof["calibration_repeats"], "ldm": m.key}
 
         def run():
             to01 = torch.from_numpy(np.ascontiguousarray(img)).permute(0, 3, 1, 2).float() / 255
@@ -214,17 +277,22 @@ class NDExperiment:
         R = self.prof["n_repeats"] if n_repeats is None else int(n_repeats)
         layers = tuple(int(l) for l in layers)
         m = self.ldm
-        z = self.decoded("z", pretrain)["decoded"][:n]
-        c = self.decoded("c", pretrain)["decoded"][:n]
-        tg = [(self.decoded(f"g{l}", pretrain)["decoded"] if guide == "decoded"
-               else self.targets[f"g{l}"][self.test["rows"]].astype(np.float32))[:n] for l in layers] if kappa > 0 else None
+        z = self.decoded("z", pretrain)["decoded"]
+        c = self.decoded("c", pretrain)["decoded"]
+        tg = [self.decoded(f"g{l}", pretrain)["decoded"] if guide == "decoded"
+              else self.targets[f"g{l}"][self.test["rows"]].astype(np.float32) for l in layers] if kappa > 0 else None
         a = tuple(GUIDE_A[l - 1] for l in layers)
-        params = self._key({"kappa": kappa, "eta": eta, "layers": layers, "guide": guide, "pretrain": pretrain,
-                            "sag": sag_scale, "steps": self.prof["steps"]})
-        key = self.cache.key("nd_reconstructions", params, inputs=[z, c], code=code_version(generate))
+        # one PNG per (image, repeat), keyed on the whole test set's inputs: image i, repeat r is seeded by (seed, i, r)
+        # whatever the subset, so fewer images or repeats (ablations, the κ × η grid) read what a larger call wrote;
+        # without guidance, eta, layers and guide do nothing and are left out of the key
+        params = self._key({"kappa": kappa, "eta": eta if kappa > 0 else None, "layers": layers if kappa > 0 else None,
+                            "guide": guide if kappa > 0 else None, "pretrain": pretrain, "sag": sag_scale,
+                            "steps": self.prof["steps"], "ldm": m.key})
+        key = self.cache.key("nd_reconstructions", params, inputs=[z, c] + (tg or []), code=code_version(generate))
         out = self.cache.root / "nd_reconstructions" / key
         names = [f"{int(i):05d}" for i in self.test["ids"][:n]]
-        generate(m, z, c, out, targets=tg, features=clip_features(m.clip.vision_model, layers, size=None) if tg else None,
+        generate(m, z[:n], c[:n], out, targets=None if tg is None else [g[:n] for g in tg],
+                 features=clip_features(m.clip.vision_model, layers, size=None) if tg else None,
                  kappa=kappa, eta=eta, names=names, n_repeats=R, a=a, steps=self.prof["steps"], sag_scale=sag_scale,
                  seed=self.seed, quiet=True)
         return read_generated(out, names, R)
@@ -256,6 +324,7 @@ class NDExperiment:
             "models: " + self.targets["models"] + f"; generator: the SD-like stand-in LDM (standin_ldm, UNet trained "
             f"on {self.ldm.train_log.get('n_images')} simulated scenes), not SD-1.4",
             f"NeuralDiffuser on stand-ins: kappa* = {self.kappa_star:g} (calibrated on training images at eta .2); "
-            f"{self.prof['steps']} DDIM steps, strength .75, metrics on repeat 0 of {self.prof['n_repeats']}",
+            f"{self.prof['steps']} DDIM steps" + (" (a stand-in setting; the paper's SD-1.4: 50)" if self.prof['steps'] != 50
+            else "") + f", strength .75, metrics on repeat 0 of {self.prof['n_repeats']}",
             "metrics under paper names are NaN without their weights; `CLIP (sim)` uses the stand-in CLIP"]
         return Provenance(self.source, self.subject, "mindeye2", dict(parameters), {}, n)

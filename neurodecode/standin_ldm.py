@@ -68,7 +68,7 @@ def _standin_model(st: dict, vae, clip, device) -> SDModel:
     vae.register_to_config(scaling_factor=float(st["vae_scale"]))
     m = SDModel(unet, vae, ddim_scheduler({"prediction_type": "epsilon", "snr_shift": cfg["snr_shift"]}),
                 encode_text=clip_text_hidden(clip), device=device, name="standin-ldm")
-    m.train_log = st.get("log", {})
+    m.train_log, m.key = st.get("log", {}), st.get("key")  # the cache key: what results made with it are keyed on
     return m
 
 
@@ -84,7 +84,8 @@ def train_standin_ldm(
     device="auto",  # torch device
     config: dict | None = None,  # overrides of STANDIN_DEFAULTS
     quiet: bool | None = None,  # hide the progress bar
-) -> SDModel:
+    cached_only: bool = False,  # return the finished model from the cache, or None if it is not there (no training)
+) -> SDModel | None:
     "Train the SD-like stand-in UNet (ε objective) on the tiny VAE's latents and the tiny CLIP's text states; cached."
     import torch
     import torch.nn.functional as F
@@ -137,6 +138,9 @@ def train_standin_ldm(
                 "unet_state": {k: t.cpu() for k, t in unet.state_dict().items()},
                 "log": {"losses": losses, "seconds": time.time() - t0, "device": str(dev), "n_images": len(x)}}
 
+    if cached_only:
+        return _standin_model(c.load("standin_ldm", key), vae, clip, dev) if c is not None and \
+            c.exists("standin_ldm", key) else None
     st = fit() if c is None else c.cached("standin_ldm", fit, params=params, inputs=inputs, code=code, fmt="pt",
                                           what="SD-like stand-in latent diffusion model (UNet)")
     return _standin_model(st, vae, clip, dev)
