@@ -23,8 +23,8 @@ from .networks import torch_threads
 from .report import Provenance
 
 # %% auto #0
-__all__ = ['RUN_PROFILES', 'STAGE1_MODELS', 'PRETRAIN_SEED', 'VDVAE_RIDGE_ALPHA', 'CLIP_RIDGE_ALPHAS', 'VAL_EVERY', 'run_profile',
-           'DataSource', 'file_lock', 'resolve_data', 'Experiment']
+__all__ = ['RUN_PROFILES', 'STAGE1_MODELS', 'PRETRAIN_SEED', 'VDVAE_RIDGE_ALPHA', 'CLIP_RIDGE_ALPHAS', 'VAL_EVERY',
+           'TINY_VDVAE_OUTPUT', 'run_profile', 'DataSource', 'file_lock', 'resolve_data', 'Experiment']
 
 # %% ../nbs/03r_pipeline.ipynb #cef554db
 RUN_PROFILES = {
@@ -48,6 +48,10 @@ VDVAE_RIDGE_ALPHA = 50_000.0
 CLIP_RIDGE_ALPHAS = {"text": 100_000.0, "vision": 60_000.0}
 #: the paper's 90/10 train/validation split of the stage-1 training images (1 image in VAL_EVERY is validation)
 VAL_EVERY = 10
+#: stand-in setting: the tiny VDVAE's stage-1 images are the mean of its output distribution, not a sample as
+#: brain-diffuser draws from the official VDVAE (whose logistics are sharp): the tiny model's are broad, and a sample
+#: is salt-and-pepper noise that stage 2 turns into texture. The pretrained path keeps "sample".
+TINY_VDVAE_OUTPUT = "mean"
 
 
 def run_profile(profile: str = "default") -> dict:
@@ -337,11 +341,12 @@ class Experiment:
     def stage1_images(self, model: str = "gru", n_layers: int = 15) -> np.ndarray:
         "Stage-1 reconstructions: predicted latents decoded by the VDVAE (the rest of the blocks from the prior)."
         pred = self.stage1(model, n_layers)["pred"]
+        output = "sample" if self.models == "pretrained" else TINY_VDVAE_OUTPUT  # brain-diffuser samples
 
         def run():
             return {"images": vdvae.decode_latents(self.vae, pred, n_layers=n_layers, seed=self.seed,
-                                                   device=self.device)}
-        return self._cached("stage1_images", run, params=self._key("stage1_images", model, n_layers), fmt="npz",
+                                                   device=self.device, output=output)}
+        return self._cached("stage1_images", run, params=self._key("stage1_images", model, n_layers, output), fmt="npz",
                             inputs=[pred, self.fingerprint("vae")],
                             code=code_version(vdvae.decode_latents), what="stage-1 images")["images"]
 
@@ -381,12 +386,20 @@ class Experiment:
 
     def reconstruct(self, model: str = "gru", n_layers: int = 15, noise: float = 0, clip_model: str = "ridge",
                     ) -> np.ndarray:
-        "Stage-2 reconstructions of the test set, one PNG per image in the cache (a rerun skips finished images)."
+        """Stage-2 reconstructions of the test set, one PNG per image in the cache (a rerun skips finished images).
+
+        `clip_model` "ridge" or "gru" predicts the CLIP embeddings from the betas; "true" is the oracle: the test images'
+        own embeddings, with the same stage-1 init (what stage 2 adds when its conditioning is perfect)."""
         from PIL import Image
         check_range("noise", noise, 0)
+        check_choice("clip_model", clip_model, ("ridge", "gru", "true"))
         steps = self.profile["diffusion_steps" if self.models == "pretrained" else "tiny_diffusion_steps"]
         init = diffusion.perturb_init(self.stage1_images(model, n_layers), noise, seed=self.seed)
-        emb = self.clip_predictions(clip_model)
+        if clip_model == "true":
+            T = self.clip_targets()
+            emb = {"text": T["text_test"], "vision": T["vision_test"]}
+        else:
+            emb = self.clip_predictions(clip_model)
         key = self.cache.key("reconstructions", self._key("rec", model, n_layers, noise, clip_model, steps),
                              inputs=[init, emb["text"], emb["vision"], self.fingerprint("vd")],
                              code=code_version(diffusion))
