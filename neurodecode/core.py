@@ -343,12 +343,17 @@ def code_version(*objs) -> str:
     return f"{__version__}+{hash_obj(src, n=8)}" if objs else __version__
 
 # %% ../nbs/00_core.ipynb #68ffa78d
-def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
+def _file_digest(path: Path, algo: str = "sha256", chunk: int = 1 << 22) -> str:
+    "Hex digest of a file's bytes with `hashlib`'s `algo`, read in 4 MB chunks."
+    h = hashlib.new(algo)
     with open(path, "rb") as f:
         while b := f.read(chunk):
             h.update(b)
     return h.hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    return _file_digest(path, "sha256")
 
 
 def _dump(obj, path: str, fmt: str):

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import http.client
 import os
 import re
@@ -15,7 +14,7 @@ import time
 import urllib.error
 from pathlib import Path
 
-from .core import check_choice, check_subject, progress
+from .core import _file_digest, check_choice, check_subject, progress
 from .nsd_layout import (CAPTIONS, EXPDESIGN, NSD_BUCKET, NSD_TERMS, PROTOCOLS, ROI_FILES, STIM_INFO,
                                     STIMULI, betas_file, roi_file)
 from .nsd import plan_subject
@@ -43,12 +42,8 @@ def _md5_etag(etag: str | None) -> str | None:
     return m.group(1).lower() if m else None
 
 
-def _md5_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
+def _md5_file(path: Path) -> str:
+    return _file_digest(path, "md5")
 
 
 def _fail_now(url: str, e: Exception, what: str):
