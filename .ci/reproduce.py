@@ -28,7 +28,10 @@ def papermill(nb: Path, out: Path, params: dict) -> int:
             cmd += ["-p", k, str(v)] if not isinstance(v, str) else ["-r", k, v]
     print("$", " ".join(cmd[2:]), flush=True)
     env = {**os.environ, "NEURODECODE_PROGRESS": os.environ.get("NEURODECODE_PROGRESS", "text")}  # bars in the log
-    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    t0 = time.time()
+    rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    print(f"== {out.stem}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {time.time() - t0:.0f} s", flush=True)
+    return rc
 
 
 def main(argv=None) -> int:

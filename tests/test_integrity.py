@@ -210,7 +210,9 @@ def test_caption_file_with_half_its_annotations_removed_stops_the_run(ex, tmp_pa
     (d / rel).write_text(json.dumps(js))
     plan, info = nsd.plan_subject(1, d), nsd.read_stim_info(d)
     ids = np.concatenate([plan["ids_train"], plan["ids_test"]])
-    kept = {a["image_id"] for a in js["annotations"]}
+    kept = {a["image_id"] for a in js["annotations"]}  # and every image of the other caption file (val2017)
+    for other in nsd.CAPTIONS[1:]:
+        kept |= {a["image_id"] for a in json.loads((d / other).read_text())["annotations"]}
     n_lack = int((~info.set_index("nsdId").loc[ids, "cocoId"].isin(kept)).sum())
     assert 0 < n_lack < len(ids)
     with pytest.raises(ValueError) as e:
