@@ -154,19 +154,9 @@ SMOKE_OUT = ROOT / ".ci" / "out" / "smoke-figures"
 
 
 def platform_signature() -> dict:
-    "What the numbers may depend on beyond the code: CPU model and vector ISA, torch / numpy builds."
-    import platform
-    import numpy, torch
-    cpu, flags = platform.processor(), ""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        cpu = re.search(r"model name\s*:\s*(.+)", info).group(1).strip()
-        flags = re.search(r"flags\s*:\s*(.+)", info).group(1)
-    except (OSError, AttributeError):
-        pass
-    isa = [f for f in ("avx512f", "avx512_bf16", "avx2", "fma") if f in flags.split()]
-    return {"cpu": cpu, "isa": isa, "machine": platform.machine(), "torch": torch.__version__,
-            "numpy": numpy.__version__}
+    "What the numbers may depend on beyond the code (the library's own definition, also in every table's provenance)."
+    from neurodecode.report import platform_signature as sig
+    return sig()
 
 
 def _read_values(path: Path):

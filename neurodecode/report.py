@@ -9,6 +9,7 @@ import io
 import json
 import os
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +20,29 @@ import pandas as pd
 from .core import atomic_save, atomic_write, check_choice, check_subject, git_commit, sha256_file
 
 # %% auto #0
-__all__ = ['SOURCES', 'README_WEIGHTS', 'PAPER1_METRICS', 'PAPER1', 'PAPER1_QUOTED_ROWS', 'SMOKE_FIGURES_ENV', 'Provenance',
-           'weights_provenance', 'latex_escape', 'table_markdown', 'table_latex', 'unavailable_summary', 'write_table',
-           'read_table', 'read_provenance', 'save_figure', 'beside_published', 'output_dir', 'image_grid',
-           'ScienceCheckFailed', 'report_checks']
+__all__ = ['SOURCES', 'README_WEIGHTS', 'PAPER1_METRICS', 'PAPER1', 'PAPER1_QUOTED_ROWS', 'SMOKE_FIGURES_ENV',
+           'platform_signature', 'Provenance', 'weights_provenance', 'latex_escape', 'table_markdown', 'table_latex',
+           'unavailable_summary', 'write_table', 'read_table', 'read_provenance', 'save_figure', 'beside_published',
+           'output_dir', 'image_grid', 'ScienceCheckFailed', 'report_checks']
 
 # %% ../nbs/03p_report.ipynb #6f7167e1
 SOURCES = ("simulated", "nsd")
+
+
+def platform_signature() -> dict:
+    """What float results may depend on beyond the code: CPU model and vector unit, machine, torch / numpy builds.
+    Recorded in every table's provenance and beside the committed smoke values (`make test` compares like with like)."""
+    import numpy, torch
+    cpu, flags = platform.processor(), ""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = re.search(r"model name\s*:\s*(.+)", info).group(1).strip()
+        flags = re.search(r"flags\s*:\s*(.+)", info).group(1)
+    except (OSError, AttributeError):
+        pass
+    isa = [f for f in ("avx512f", "avx512_bf16", "avx2", "fma") if f in flags.split()]
+    return {"cpu": cpu, "isa": isa, "machine": platform.machine(), "torch": torch.__version__,
+            "numpy": numpy.__version__}
 
 
 @dataclass
@@ -39,19 +56,22 @@ class Provenance:
     notes: list = field(default_factory=list)  # caveats, e.g. "metric computed with a stand-in network"
     commit: str = ""  # git commit of the code (filled in automatically)
     created: str = ""  # timestamp (filled in automatically)
+    platform: str = ""  # CPU, vector unit, torch and numpy builds (filled in automatically): floats depend on them
 
     def __post_init__(self):
         check_choice("source", self.source, SOURCES)
         self.subject = self.subject if self.subject == "all" else check_subject(self.subject)
         self.commit = self.commit or git_commit()
         self.created = self.created or time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        self.platform = self.platform or ", ".join(f"{k} {'/'.join(v) if isinstance(v, list) else v}"
+                                                   for k, v in platform_signature().items())
 
     def lines(self) -> list[str]:
         "The header as `key: value` lines."
         out = [f"source: {self.source}" + (" (simulated NSD subject and tiny models trained by neurodecode; "
                                               "not comparable to published numbers)" if self.source == "simulated" else ""),
                f"subject: {self.subject}", f"protocol: {self.protocol}", f"git commit: {self.commit}",
-               f"created: {self.created}",
+               f"created: {self.created}", f"platform: {self.platform}",
                "parameters: " + json.dumps(self.parameters, sort_keys=True, default=str)]
         out += [f"weights: {k} sha256={v}" for k, v in sorted(self.weights.items())] or ["weights: none"]
         out += [f"note: {n}" for n in self.notes]
@@ -59,7 +79,7 @@ class Provenance:
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("source", "subject", "protocol", "parameters", "weights", "notes",
-                                               "commit", "created")}
+                                               "commit", "created", "platform")}
 
 
 def weights_provenance(paths: dict) -> dict:
