@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import atomic_save, atomic_write, check_choice, check_subject, git_commit, sha256_file
+from .core import atomic_save, atomic_write, check_choice, check_range, check_subject, git_commit, sha256_file
 
 # %% auto #0
 __all__ = ['SOURCES', 'README_WEIGHTS', 'PAPER1_METRICS', 'PAPER1', 'PAPER1_QUOTED_ROWS', 'SMOKE_FIGURES_ENV',
            'platform_signature', 'Provenance', 'weights_provenance', 'latex_escape', 'table_markdown', 'table_latex',
            'unavailable_summary', 'write_table', 'read_table', 'read_provenance', 'save_figure', 'beside_published',
-           'output_dir', 'image_grid', 'ScienceCheckFailed', 'report_checks']
+           'output_dir', 'image_grid', 'metric_references', 'ScienceCheckFailed', 'report_checks']
 
 # %% ../nbs/03p_report.ipynb #6f7167e1
 SOURCES = ("simulated", "nsd")
@@ -307,6 +307,22 @@ def image_grid(
                 ax.set_ylabel(str(row_labels[i]), fontsize=8)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/03p_report.ipynb #a0b9ffba
+def metric_references(
+    images,  # N x H x W x 3 uint8 stimuli
+    sigma: float = 3.0,  # Gaussian blur of the second reference, in pixels (PIL's radius)
+) -> dict:
+    "{name: N x H x W x 3 uint8}: each stimulus as a flat image of its mean colour, and blurred (references, not reconstructions)."
+    from PIL import Image, ImageFilter
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8 or not len(x):
+        raise ValueError(f"images must be a non-empty N x H x W x 3 uint8 array; got {x.dtype} {x.shape}")
+    check_range("sigma", sigma, 0)
+    mean = x.reshape(len(x), -1, 3).mean(1).round().astype(np.uint8)
+    flat = np.ascontiguousarray(np.broadcast_to(mean[:, None, None, :], x.shape))
+    blur = np.stack([np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(sigma))) for a in x])
+    return {"reference: mean colour only (flat)": flat, f"reference: stimulus blurred (sigma {sigma:g} px)": blur}
 
 # %% ../nbs/03p_report.ipynb #805e2a60
 class ScienceCheckFailed(AssertionError):
