@@ -317,12 +317,22 @@ def load_sd_vae(weights_dir=None, which: str = "sd-1.4", device="auto", dtype=No
 STANDIN_CLIP = {"vision_layers": 12, "patch_size": 8}  # the guidance stand-in CLIP's overrides of TINY_CLIP_DEFAULTS
 
 
+_CORPUS = {}  # {(n, seed): (images, captions)}: the last corpus drawn in this process (the scenes are deterministic)
+
+
 def standin_corpus(profile: str = "default", seed: int = 0):
-    "(images, captions) the paper-1 pipeline trains its tiny models on (`pipeline.Experiment.pretrain_scenes`)."
+    """(images, captions) the paper-1 pipeline trains its tiny models on (`pipeline.Experiment.pretrain_scenes`).
+
+    Drawn once per process (a paper-2 notebook asks twice, about 1.2 s each); every caller gets its own copy."""
     from neurodecode import pipeline, synthetic
     prof = pipeline.run_profile(profile)
-    sc = synthetic.make_scenes(prof["pretrain_images"], seed=pipeline.PRETRAIN_SEED + seed, size=64)
-    return sc.images, sc.captions
+    k = (prof["pretrain_images"], pipeline.PRETRAIN_SEED + seed)
+    if k not in _CORPUS:
+        sc = synthetic.make_scenes(k[0], seed=k[1], size=64)
+        _CORPUS.clear()  # keep one corpus (2000 scenes: 25 MB)
+        _CORPUS[k] = (sc.images, sc.captions)
+    img, cap = _CORPUS[k]
+    return img.copy(), [list(c) for c in cap]
 
 
 def standin_clip(images, captions_per_image, seed: int = 0, cache=True, device="auto", quiet: bool | None = None,
