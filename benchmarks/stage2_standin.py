@@ -10,7 +10,8 @@ stage 2 from the true embeddings with the TRUE image as init (round trip). Colum
 colour error in RGB levels: |mean RGB of rec - mean RGB of gt|, averaged over channels and images (the issue's).
 
 Uses (and on a first run trains) the models behind the figures through `pipeline.Experiment` and its cache. `--diag`
-adds oracle checks of the stand-ins: the tiny VD's VAE round trip alone; img2img from true vs shuffled vs
+adds two references (no decoding: the stimulus reduced to a flat image of its mean colour, and blurred: what
+CLIP (sim) rewards) and oracle checks of the stand-ins: the tiny VD's VAE round trip alone; img2img from true vs shuffled vs
 unconditional embeddings (does the conditioning change the output?); guidance scales; strength. `--quick`: 48 test
 images, no diagnostics unless asked.
 """
@@ -29,6 +30,19 @@ def colour_error(gt, rec) -> float:
     "Mean absolute difference of the images' mean colours, in RGB levels (0-255), over channels and images."
     mean = lambda x: np.asarray(x, np.float64).reshape(len(x), -1, 3).mean(1)
     return float(np.abs(mean(gt) - mean(rec)).mean())
+
+
+def mean_colour_images(x) -> np.ndarray:
+    "Each image replaced by a flat field of its own mean colour (a reference, not a reconstruction)."
+    x = np.asarray(x)
+    m = x.reshape(len(x), -1, 3).mean(1).round().astype(np.uint8)
+    return np.ascontiguousarray(np.broadcast_to(m[:, None, None, :], x.shape))
+
+
+def blurred(x, sigma: float) -> np.ndarray:
+    "Each image Gaussian-blurred (PIL radius = sigma in px)."
+    from PIL import Image, ImageFilter
+    return np.stack([np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(sigma))) for a in np.asarray(x)])
 
 
 def main():
@@ -73,6 +87,9 @@ def main():
     perm = np.roll(np.arange(n), n // 2)
     ut = np.broadcast_to(vd.uncond_text, te.shape).copy()
     uv = np.broadcast_to(vd.uncond_vision, ve.shape).copy()
+    # what CLIP (sim) rewards on the stand-ins: the stimulus reduced to its mean colour, or blurred (no decoding at all)
+    row("reference: the stimulus's mean colour, a flat image", lambda: mean_colour_images(gt))
+    row("reference: the stimulus blurred (Gaussian, sigma 3 px)", lambda: blurred(gt, 3))
     with torch.no_grad():
         row("diag: tiny VD autoencoder alone (true image)", lambda: vd._decode(vd._encode(gt)[0]))
         row("diag: tiny VD autoencoder alone (stage-1 image)", lambda: vd._decode(vd._encode(s1)[0]))

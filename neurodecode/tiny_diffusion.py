@@ -24,14 +24,16 @@ __all__ = ['TINY_CLIP_DEFAULTS', 'TINY_VD_DEFAULTS', 'TINY_VD_NOTES', 'train_tin
 # %% ../nbs/03e_tiny_diffusion.ipynb #f88f6615
 TINY_CLIP_DEFAULTS = dict(width=64, image_size=64, patch_size=16, vision_layers=2, text_layers=2, heads=4,
                           steps=200, batch_size=32, lr=1e-3, weight_decay=0.05, warmup=10, ckpt_every=50)
-TINY_VD_DEFAULTS = dict(vae_channels=(16, 32, 32), latent_channels=8, vae_steps=500, vae_batch=16, vae_lr=2e-3,
-                        kl_weight=1e-6, colour_weight=1.0, unet_channels=(32, 64), unet_steps=500, unet_batch=32,
+TINY_VD_DEFAULTS = dict(vae_channels=(16, 32, 32), latent_channels=8, vae_steps=1500, vae_batch=16, vae_lr=2e-3,
+                        kl_weight=1e-6, colour_weight=1.0, vae_blur=2.5, unet_channels=(32, 64), unet_steps=500, unet_batch=32,
                         unet_lr=2e-3, head_dim=8, p_uncond=0.1, prediction_type="v_prediction", snr_shift=16.0,
                         cond_scale=8.0, t_max=800, warmup=20, ckpt_every=50)
 #: why each stand-in-only setting of TINY_VD_DEFAULTS exists (real VD has none of them)
 TINY_VD_NOTES = {
     "colour_weight": "L1 between the 8x8 box-filtered input and reconstruction, added to the VAE loss: a short "
                      "training otherwise drifts the mean colour of saturated objects",
+    "vae_blur": "half of each VAE batch Gaussian-blurred, sigma uniform up to vae_blur px: stage 2 encodes stage 1's "
+                "blurry images, whose colours a VAE trained on sharp scenes alone shifts (issue 22)",
     "snr_shift": "16x16 latents lose to the same noise what VD's 64x64 keep: every SNR x 16 keeps strength 0.75 meaningful",
     "cond_scale": "a learned linear map of the CLIP tokens into the UNet, initialised to cond_scale x identity: the "
                   "tokens have norm ~1 over D dims, so at cond_scale None a short training barely learns to attend to them",
@@ -188,6 +190,14 @@ def _tiny_vd_modules(cfg: dict, text_tokens: int, vision_tokens: int, dim: int, 
     return vae, unet
 
 
+def _blur_half(xb, rng, max_sigma: float):
+    "Each image of the batch kept (p .5) or Gaussian-blurred with sigma ~ U(0.01, max_sigma) px (9 x 9 kernel)."
+    import torch
+    from torchvision.transforms.functional import gaussian_blur
+    sigma, keep = rng.uniform(0.01, max_sigma, len(xb)), rng.random(len(xb)) < 0.5
+    return torch.stack([a if k else gaussian_blur(a, 9, float(s)) for a, k, s in zip(xb, keep, sigma)])
+
+
 def _sched_config(cfg: dict) -> dict:
     return {"prediction_type": cfg["prediction_type"], "snr_shift": cfg.get("snr_shift", 1.0)}
 
@@ -222,6 +232,7 @@ def train_tiny_vd(
     cfg = _merge_config(TINY_VD_DEFAULTS, config)
     check_choice("prediction_type", cfg["prediction_type"], ("epsilon", "v_prediction", "sample"))
     check_range("t_max", cfg["t_max"], 1, 1000)
+    check_range("vae_blur", cfg["vae_blur"], 0)
     size = x.shape[1]
     if x.shape[2] != size or size % 2 ** (len(cfg["vae_channels"]) - 1):
         raise ValueError(f"images must be square with a side divisible by {2 ** (len(cfg['vae_channels']) - 1)}; "
@@ -229,7 +240,7 @@ def train_tiny_vd(
     c = as_cache(cache)
     params = {**cfg, "seed": seed}
     code = code_version(train_tiny_vd, _train_loop, _tiny_vd_modules, to_dual_guided, _make_dual_guided,
-                        ddim_scheduler, _sched_config)
+                        ddim_scheduler, _sched_config, _blur_half)
     key = (c or ArtifactCache(tempfile.gettempdir())).key("tiny_vd", params, [x, caps, clip.fingerprint], code)
     dev = resolve_device(device)
 
@@ -248,6 +259,8 @@ def train_tiny_vd(
         def vae_loss(step):
             rng = np.random.default_rng([seed, step, 2])
             xb = px[rng.choice(len(x), bv, replace=False)].to(dev)
+            if cfg["vae_blur"]:
+                xb = _blur_half(xb, rng, cfg["vae_blur"])
             post = vae.encode(xb).latent_dist
             g = torch.Generator(device=dev).manual_seed(int(rng.integers(2**31)))
             rec = vae.decode(post.sample(generator=g)).sample
