@@ -289,6 +289,7 @@ def image_grid(
     size: float = 1.5,  # inches per image
 ):
     "A figure with one column per entry of `columns` and one row per image (Fig. 4 and Fig. 5 of paper 1)."
+    import textwrap
     import matplotlib.pyplot as plt
     names = list(columns)
     n = len(columns[names[0]])
@@ -301,8 +302,8 @@ def image_grid(
             ax = axes[i, j]
             ax.imshow(np.asarray(columns[k][i]))
             ax.set_xticks([]); ax.set_yticks([])
-            if i == 0:
-                ax.set_title(k, fontsize=9)
+            if i == 0:  # wrapped to the column's width: long titles overlapped their neighbours
+                ax.set_title(textwrap.fill(k, max(12, int(size * 13))), fontsize=9)
             if j == 0 and row_labels is not None:
                 ax.set_ylabel(str(row_labels[i]), fontsize=8)
     fig.tight_layout()
