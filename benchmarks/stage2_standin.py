@@ -23,6 +23,7 @@ import torch
 
 from neurodecode import metrics
 from neurodecode.pipeline import Experiment
+from neurodecode.report import metric_references
 from neurodecode.tiny_diffusion import identification
 
 
@@ -30,19 +31,6 @@ def colour_error(gt, rec) -> float:
     "Mean absolute difference of the images' mean colours, in RGB levels (0-255), over channels and images."
     mean = lambda x: np.asarray(x, np.float64).reshape(len(x), -1, 3).mean(1)
     return float(np.abs(mean(gt) - mean(rec)).mean())
-
-
-def mean_colour_images(x) -> np.ndarray:
-    "Each image replaced by a flat field of its own mean colour (a reference, not a reconstruction)."
-    x = np.asarray(x)
-    m = x.reshape(len(x), -1, 3).mean(1).round().astype(np.uint8)
-    return np.ascontiguousarray(np.broadcast_to(m[:, None, None, :], x.shape))
-
-
-def blurred(x, sigma: float) -> np.ndarray:
-    "Each image Gaussian-blurred (PIL radius = sigma in px)."
-    from PIL import Image, ImageFilter
-    return np.stack([np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(sigma))) for a in np.asarray(x)])
 
 
 def main():
@@ -88,8 +76,8 @@ def main():
     ut = np.broadcast_to(vd.uncond_text, te.shape).copy()
     uv = np.broadcast_to(vd.uncond_vision, ve.shape).copy()
     # what CLIP (sim) rewards on the stand-ins: the stimulus reduced to its mean colour, or blurred (no decoding at all)
-    row("reference: the stimulus's mean colour, a flat image", lambda: mean_colour_images(gt))
-    row("reference: the stimulus blurred (Gaussian, sigma 3 px)", lambda: blurred(gt, 3))
+    for name, ref in metric_references(gt).items():
+        row(name, lambda r=ref: r)
     with torch.no_grad():
         row("diag: tiny VD autoencoder alone (true image)", lambda: vd._decode(vd._encode(gt)[0]))
         row("diag: tiny VD autoencoder alone (stage-1 image)", lambda: vd._decode(vd._encode(s1)[0]))

@@ -23,7 +23,6 @@ subject with stand-in networks.
 import argparse
 import hashlib
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -50,7 +49,7 @@ def train_vae_only(images, config: dict, seed: int):
     "The tiny VD's autoencoder trained alone with `train_tiny_vd`'s loss, batches and blur augmentation."
     import torch.nn.functional as F
     from diffusers import AutoencoderKL
-    from neurodecode.tiny_diffusion import _blur_half
+    from neurodecode.tiny_diffusion import _blur_half, _lr
     cfg = {**TINY_VD_DEFAULTS, **config}
     nv = len(cfg["vae_channels"])
     torch.manual_seed(seed)
@@ -62,8 +61,8 @@ def train_vae_only(images, config: dict, seed: int):
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg["vae_lr"], weight_decay=0.0)
     n, bv, k = cfg["vae_steps"], cfg["vae_batch"], max(images.shape[1] // 8, 1)
     for step in range(n):
-        for g in opt.param_groups:  # tiny_diffusion._lr: warm-up, then cosine
-            g["lr"] = cfg["vae_lr"] * min(1.0, (step + 1) / cfg["warmup"]) * 0.5 * (1 + math.cos(math.pi * step / n))
+        for g in opt.param_groups:  # train_tiny_vd's schedule: warm-up, then cosine
+            g["lr"] = _lr(step, n, cfg["vae_lr"], cfg["warmup"])
         rng = np.random.default_rng([seed, step, 2])
         xb = px[rng.choice(len(px), bv, replace=False)]
         if cfg["vae_blur"]:
