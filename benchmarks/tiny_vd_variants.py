@@ -79,7 +79,7 @@ def train_vae_only(images, config: dict, seed: int):
 
     @torch.no_grad()
     def round_trip(x):
-        p = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        p = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).float() / 127.5 - 1
         r = vae.decode(vae.encode(p).latent_dist.mean).sample
         return ((r.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     return round_trip
