@@ -9,6 +9,7 @@ PY        ?= $(VENV)/bin/python
 SUBJECTS  ?= 1
 PROFILE   ?= default
 DATA_DIR  ?=
+JOBS      ?= auto
 # torch and torchvision must come from the same build. A CPU-only torch wheel in a local pip find-links
 # folder cannot run torchvision from PyPI (`operator torchvision::nms does not exist`), so this one step
 # installs both from the index, ignoring local find-links. Override TORCH_PIP for your own index or CUDA build.
@@ -33,7 +34,7 @@ test: install
 	@PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) .ci/test.py
 
 reproduce: install
-	@PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) .ci/reproduce.py --subjects "$(SUBJECTS)" --profile "$(PROFILE)" $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
+	@PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) .ci/reproduce.py --subjects "$(SUBJECTS)" --jobs "$(JOBS)" --profile "$(PROFILE)" $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 
 NB      ?=
 SUBJECT ?= 1

@@ -4,6 +4,12 @@
 Executed copies go to runs/ (git-ignored); the notebooks write tables and figures to figures/.
 Until the paper notebooks exist, it says so and executes the library notebooks instead, as a check that
 the installation works end to end.
+
+With `--jobs 2` (the default on a machine with two or more CPU cores) two notebooks run at a time, in the order of
+`plan`: a notebook starts once the notebooks it reads are done (`DEPENDS`), and the library's inter-process locks
+make a stage that two notebooks need train once while the other waits. Each job gets one torch thread
+(`OMP_NUM_THREADS=1`), so two jobs share two cores without oversubscribing them; a job's output goes to
+runs/<notebook>.log and the console shows one line per start and finish.
 """
 from __future__ import annotations
 
@@ -12,34 +18,131 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test import ROOT, papermill_notebooks  # noqa: E402
 
-#: notebooks that aggregate over subjects: run once, after the per-subject ones, with `subjects` as a parameter
+#: notebooks that aggregate over subjects: run once, after the per-subject notebooks of their paper, with `subjects`
 CROSS_SUBJECT = {"06b_cross_subject.ipynb", "08c_nd_subjects.ipynb"}
+#: per-subject notebooks and the notebooks (same subject) whose tables or cached stages they read first; a notebook
+#: not listed reads nothing another notebook must write (08 computes paper 1's row through the cache, under locks)
+DEPENDS = {"05_ablation": ("04_noise",), "06_reconstruction": ("04_noise",),
+           "08a_nd_guidance_grid": ("08_nd_reconstruction",), "08b_nd_repeats_decoding": ("08_nd_reconstruction",)}
+
+
+def paper(stem: str) -> int:
+    "1 for paper 1's notebooks (04-06), 2 for NeuralDiffuser's (08 onward)."
+    return 1 if stem[:2] < "07" else 2
+
+
+@dataclass
+class Task:
+    nb: Path
+    out: Path
+    params: dict
+    label: str
+    after: list = field(default_factory=list)  # labels of the tasks that must finish first
+
+
+def plan(nbs: list, subjects: list, profile: str = "default", data_dir=None, runs: Path = Path("runs")) -> list:
+    """The tasks of a run, in priority order: subject by subject, each paper's notebooks in file order, then the
+    cross-subject notebooks (only with two subjects or more: a one-subject cross-subject table says nothing and
+    would overwrite the committed one)."""
+    per_subject = [p for p in nbs if p.name not in CROSS_SUBJECT]
+    cross = [p for p in nbs if p.name in CROSS_SUBJECT]
+    stems = {p.stem for p in per_subject}
+    tasks = []
+    for s in subjects:
+        for nb in per_subject:
+            after = [f"{d}_sub-{s:02d}" for d in DEPENDS.get(nb.stem, ()) if d in stems]
+            tasks.append(Task(nb, runs / f"{nb.stem}_sub-{s:02d}.ipynb",
+                              {"subject": s, "profile": profile, "data_dir": data_dir}, f"{nb.stem}_sub-{s:02d}", after))
+    if len(subjects) > 1:
+        for nb in cross:
+            after = [t.label for t in tasks if paper(t.nb.stem) == paper(nb.stem)]
+            tasks.append(Task(nb, runs / nb.name, {"subjects": " ".join(map(str, subjects)), "profile": profile,
+                                                   "data_dir": data_dir}, nb.stem, after))
+    return tasks
+
+
+def _command(t: Task) -> list:
+    cmd = [sys.executable, "-m", "papermill", str(t.nb), str(t.out), "--cwd", str(ROOT / "nbs"), "-k", "python3",
+           "--log-output"]
+    for k, v in t.params.items():
+        if v is not None:
+            cmd += ["-p", k, str(v)] if not isinstance(v, str) else ["-r", k, v]
+    return cmd
+
+
+def _env(jobs: int) -> dict:
+    env = {**os.environ, "NEURODECODE_PROGRESS": os.environ.get("NEURODECODE_PROGRESS", "text")}  # bars in the log
+    if jobs > 1:
+        env.setdefault("OMP_NUM_THREADS", "1")  # one torch thread per job: `jobs` jobs share the cores
+    return env
 
 
 def papermill(nb: Path, out: Path, params: dict) -> int:
-    cmd = [sys.executable, "-m", "papermill", str(nb), str(out), "--cwd", str(ROOT / "nbs"), "-k", "python3", "--log-output"]
-    for k, v in params.items():
-        if v is not None:
-            cmd += ["-p", k, str(v)] if not isinstance(v, str) else ["-r", k, v]
+    "One notebook in the foreground, its log on the console (`--jobs 1`, and the library notebooks' check)."
+    t = Task(nb, out, params, out.stem)
+    cmd = _command(t)
     print("$", " ".join(cmd[2:]), flush=True)
-    env = {**os.environ, "NEURODECODE_PROGRESS": os.environ.get("NEURODECODE_PROGRESS", "text")}  # bars in the log
     t0 = time.time()
-    rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    rc = subprocess.run(cmd, cwd=ROOT, env=_env(1)).returncode
     print(f"== {out.stem}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {time.time() - t0:.0f} s", flush=True)
     return rc
 
 
+def run_tasks(tasks: list, jobs: int, t_start: float) -> tuple[list, dict]:
+    """Run `tasks` with at most `jobs` at a time, each once its `after` tasks are done (a failed one still releases its
+    dependants: they run and report on their own). Returns (failed labels, {label: (start, seconds)})."""
+    if jobs <= 1:
+        failures, times = [], {}
+        for t in tasks:
+            t0 = time.time()
+            if papermill(t.nb, t.out, t.params):
+                failures.append(t.label)
+            times[t.label] = (t0 - t_start, time.time() - t0)
+        return failures, times
+    pending, running, done, failures, times = list(tasks), {}, set(), [], {}
+    env = _env(jobs)
+    while pending or running:
+        ready = [t for t in pending if all(a in done for a in t.after)]
+        while ready and len(running) < jobs:
+            t = ready.pop(0)
+            pending.remove(t)
+            log = t.out.with_suffix(".log")
+            fh = open(log, "w")
+            shown = log.relative_to(ROOT) if log.is_relative_to(ROOT) else log
+            print(f"[{time.time() - t_start:6.0f} s] start {t.label} (log: {shown})", flush=True)
+            running[t.label] = (t, subprocess.Popen(_command(t), cwd=ROOT, env=env, stdout=fh,
+                                                    stderr=subprocess.STDOUT), fh, time.time())
+        time.sleep(0.2)
+        for label, (t, proc, fh, t0) in list(running.items()):
+            rc = proc.poll()
+            if rc is None:
+                continue
+            fh.close()
+            del running[label]
+            done.add(label)
+            times[label] = (t0 - t_start, time.time() - t0)
+            print(f"[{time.time() - t_start:6.0f} s] == {label}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in "
+                  f"{time.time() - t0:.0f} s", flush=True)
+            if rc:
+                failures.append(label)
+                tail = t.out.with_suffix(".log").read_text(errors="replace").splitlines()[-25:]
+                print("   " + "\n   ".join(tail), flush=True)
+    return failures, times
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subjects", default="1", help='space-separated NSD subjects, e.g. "1 2 5 7"')
     ap.add_argument("--profile", default="default")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--notebooks", default="", help='only these paper notebooks, e.g. "04_noise 06_reconstruction"')
+    ap.add_argument("--jobs", default="auto", help="notebooks at a time: a number, or 'auto' (2 on 2+ CPU cores, else 1)")
     args = ap.parse_args(argv)
     try:
         subjects = [int(s) for s in args.subjects.split()]
@@ -49,6 +152,16 @@ def main(argv=None) -> int:
     bad = [s for s in subjects if not 1 <= s <= 8]
     if bad or not subjects:
         print(f"SUBJECTS must be one or more of 1..8; got {args.subjects!r}")
+        return 2
+    if len(set(subjects)) != len(subjects):
+        print(f"SUBJECTS names a subject twice: {args.subjects!r}")
+        return 2
+    if args.jobs == "auto":
+        jobs = 2 if (os.cpu_count() or 1) >= 2 else 1
+    elif args.jobs.isdigit() and int(args.jobs) >= 1:
+        jobs = int(args.jobs)
+    else:
+        print(f"JOBS must be a positive integer or 'auto'; got {args.jobs!r}")
         return 2
     runs = ROOT / "runs"
     runs.mkdir(exist_ok=True)
@@ -62,26 +175,26 @@ def main(argv=None) -> int:
             print(f"unknown paper notebook(s) {unknown}; choose from: {' '.join(sorted(known))}")
             return 2
         nbs = [known[w] for w in wanted]
-    per_subject = [p for p in nbs if p.name not in CROSS_SUBJECT]
-    cross = [p for p in nbs if p.name in CROSS_SUBJECT]
-    failures = []
     if not nbs:
         lib = sorted(p for p in (ROOT / "nbs").glob("[0-9]*.ipynb"))
         print("No paper notebooks (nbs/04_* onward) exist yet: later issues add them.\n"
               f"Running the {len(lib)} library notebooks instead, as an end-to-end check of the installation.")
-        for nb in lib:
-            if papermill(nb, runs / nb.name, {}):
-                failures.append(nb.name)
-    for s in subjects:
-        for nb in per_subject:
-            params = {"subject": s, "profile": args.profile, "data_dir": args.data_dir}
-            if papermill(nb, runs / f"{nb.stem}_sub-{s:02d}.ipynb", params):
-                failures.append(f"{nb.name} (subject {s})")
-    for nb in cross:
-        params = {"subjects": " ".join(map(str, subjects)), "profile": args.profile, "data_dir": args.data_dir}
-        if papermill(nb, runs / nb.name, params):
-            failures.append(nb.name)
-    print(f"\nreproduce took {time.time() - t0:.0f} s; executed notebooks are in runs/, outputs in figures/")
+        failures = [nb.name for nb in lib if papermill(nb, runs / nb.name, {})]
+        return 1 if failures else 0
+    tasks = plan(nbs, subjects, args.profile, args.data_dir, runs)
+    skipped = [p.stem for p in nbs if p.name in CROSS_SUBJECT] if len(subjects) == 1 else []
+    if skipped:
+        print(f"one subject: the cross-subject notebooks ({', '.join(skipped)}) are left out; run them with "
+              f'SUBJECTS="1 2 5 7" (their committed tables in figures/<source>/all/ stay as they are)')
+    jobs = min(jobs, len(tasks))  # one notebook (`make notebook`): in the foreground, its log on the console
+    print(f"{len(tasks)} notebook run(s), {jobs} at a time", flush=True)
+    failures, times = run_tasks(tasks, jobs, t0)
+    total = time.time() - t0
+    print("\nnotebook                               start      time")
+    for label, (start, secs) in sorted(times.items(), key=lambda kv: kv[1][0]):
+        print(f"{label:<36} {start:7.0f} s {secs:7.0f} s")
+    print(f"\nreproduce took {total:.0f} s ({total / 60:.1f} min, {jobs} job(s) at a time); executed notebooks are in "
+          "runs/, outputs in figures/")
     if failures:
         print("failed: " + ", ".join(failures))
         return 1

@@ -120,12 +120,24 @@ class NDExperiment:
         "Sorted nsdIds of every image any subject saw (the rows of the targets)."
         return np.unique(np.concatenate([t.nsd_ids for t in self.trials.values()]))
 
+    def _nd_targets(self, names) -> dict:
+        from neurodecode.shared_training import nd_targets
+        out = nd_targets(self._data[0], self.ids, names=names, profile=self.prof["name"], seed=self.seed, quiet=True)
+        for v in out.values():  # read-only: the decoders' keys hash each target once (`shared_training._data_key`)
+            if isinstance(v, np.ndarray):
+                v.setflags(write=False)
+        return out
+
+    @cached_property
+    def _cg_targets(self) -> dict:
+        "c, g1..g6: the stand-in CLIP's targets, which need no tiny VD (its VAE makes z)."
+        from neurodecode.shared_training import ND_TARGETS
+        return self._nd_targets(ND_TARGETS)
+
     @cached_property
     def targets(self) -> dict:
         "c, g1..g6, z of every image (stand-in encoders), from `shared_training.nd_targets`."
-        from neurodecode.shared_training import ND_TARGETS, nd_targets
-        return nd_targets(self._data[0], self.ids, names=ND_TARGETS + ("z",), profile=self.prof["name"],
-                          seed=self.seed, quiet=True)
+        return {**self._cg_targets, **self._nd_targets(("z",))}
 
     @cached_property
     def test(self) -> dict:
@@ -145,19 +157,33 @@ class NDExperiment:
         "The two-stage (or, `pretrain=False`, subject-only) decoder of target `name`; cached by `train_decoder`."
         from neurodecode.shared_training import two_stage
         kind = "z" if name == "z" else "tokens"
+        X, R = self._train_sets
+        cfg = self.prof["z_config" if kind == "z" else "decoder_config"]
+        targets = self.targets[name] if kind == "z" else self._cg_targets[name]
+        return two_stage(X, R, targets, self.subject, name, kind, pretrain, cfg, self.seed, device=self.device,
+                         quiet=True)
+
+    @cached_property
+    def _train_sets(self):
+        "({subject: training trials}, {subject: their target rows}), read-only: the decoders' keys hash them once."
         rows = {s: np.searchsorted(self.ids, t.nsd_ids) for s, t in self.trials.items()}
         X = {s: t.X[t.train_index] for s, t in self.trials.items()}
         R = {s: rows[s][t.train_index] for s, t in self.trials.items()}
-        cfg = self.prof["z_config" if kind == "z" else "decoder_config"]
-        return two_stage(X, R, self.targets[name], self.subject, name, kind, pretrain, cfg, self.seed,
-                         device=self.device, quiet=True)
+        for a in (*X.values(), *R.values()):
+            a.setflags(write=False)
+        return X, R
 
     def decoded(self, name: str = "c", pretrain: bool = True) -> dict:
-        "{'decoded', 'clip_voxels'} of the test set (kept per (name, pretrain): each `decoder` call hashes the trials)."
+        """{'decoded', 'clip_voxels'} of the test set, cached: the reconstructions' keys hash these arrays, and a
+        forward pass run again with another number of CPU threads differs in the last bits (and would miss them)."""
         from neurodecode.shared_training import decode
         k = (name, bool(pretrain))
         if k not in self._decoded:
-            self._decoded[k] = decode(self.decoder(name, pretrain), self.test["X"], self.subject)
+            dec = self.decoder(name, pretrain)
+            self._decoded[k] = self.cache.cached(
+                "nd_decoded", lambda: decode(dec, self.test["X"], self.subject),
+                params=self._key({"name": name, "pretrain": bool(pretrain), "decoder": dec["key"]}),
+                inputs=(self.test["X"],), code=code_version(decode), fmt="pkl", what=f"decoded {name} (test set)")
         return self._decoded[k]
 
     def decoding_table(self, names=None, pretrain=(True, False)) -> pd.DataFrame:
@@ -189,12 +215,22 @@ class NDExperiment:
 
         On a first run on CPU (`side_process`), the stand-in LDM trains in a spawned process on one core while this
         process trains every decoder (`train_decoders`) on the other: its UNet training and the decoders are the two
-        longest steps of paper 2 and gain little from a second thread each."""
+        longest steps of paper 2 and gain little from a second thread each. If paper 1's notebook is training the
+        tiny VD at that moment (`make reproduce` runs the two papers side by side), the c and g decoders, which do not
+        need it, train first while it finishes."""
         import multiprocessing as mp
         from neurodecode.guidance import clip_features
         from neurodecode.networks import torch_threads
-        from neurodecode.pipeline import file_lock
+        from neurodecode.pipeline import file_lock, lock_held
+        from neurodecode.shared_training import ND_TARGETS
         from neurodecode.standin_ldm import train_standin_ldm
+        if self.side_process and lock_held(get_cache_dir() / ".locks" / "tiny-diffusion.lock"):
+            # paper 1's notebook (run beside this one by `make reproduce`) is training the tiny VD, whose VAE makes z
+            # and the LDM's latents: train the c and g decoders, which need neither, on one core meanwhile
+            with torch_threads(1):
+                for pre in (True, False):
+                    for name in ND_TARGETS:
+                        self.decoder(name, pre)
         self.targets  # trains or loads the stand-in encoders before a side process looks for them
         img, cap, clip, vae, scale = _standin_parts(self.prof["name"], self.seed)
         kw = dict(seed=self.seed, device=self.device, config=self.prof["ldm_config"], quiet=True)

@@ -24,7 +24,7 @@ from .report import Provenance
 
 # %% auto #0
 __all__ = ['RUN_PROFILES', 'STAGE1_MODELS', 'PRETRAIN_SEED', 'VDVAE_RIDGE_ALPHA', 'CLIP_RIDGE_ALPHAS', 'VAL_EVERY',
-           'TINY_VDVAE_OUTPUT', 'run_profile', 'DataSource', 'file_lock', 'resolve_data', 'Experiment']
+           'TINY_VDVAE_OUTPUT', 'run_profile', 'DataSource', 'file_lock', 'lock_held', 'resolve_data', 'Experiment']
 
 # %% ../nbs/03r_pipeline.ipynb #cef554db
 RUN_PROFILES = {
@@ -92,6 +92,19 @@ def file_lock(path: str | os.PathLike):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def lock_held(path: str | os.PathLike) -> bool:
+    "Whether another process holds `file_lock(path)` now (e.g. is training the model the lock guards)."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 def resolve_data(

@@ -79,8 +79,20 @@ def _param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no, "weight_decay": 0.0}]
 
 # %% ../nbs/07c_shared_training.ipynb #a41c3822
+_DATA_KEYS: dict = {}  # ids of the arrays -> (the arrays, their key): read-only arrays are hashed once per process
+
+
 def _data_key(X, rows, targets):
-    return hash_obj({int(s): (np.asarray(X[s]), np.asarray(rows[s])) for s in sorted(X)}, np.asarray(targets))
+    "The training data's part of a decoder's key; read-only arrays (NDExperiment's) are hashed once per process."
+    arrs = [a for s in sorted(X) for a in (X[s], rows[s])] + [targets]
+    ident = tuple(id(a) for a in arrs)
+    hit = _DATA_KEYS.get(ident)
+    if hit is not None and all(a is b for a, b in zip(hit[0], arrs)):
+        return hit[1]
+    key = hash_obj({int(s): (np.asarray(X[s]), np.asarray(rows[s])) for s in sorted(X)}, np.asarray(targets))
+    if all(isinstance(a, np.ndarray) and not a.flags.writeable for a in arrs):  # cannot change under the memo
+        _DATA_KEYS[ident] = (arrs, key)  # holds the arrays, so their ids stay theirs
+    return key
 
 
 def _build(kind, cfg, voxel_sizes, targets):

@@ -144,3 +144,72 @@ def test_smoke_values_check_catches_a_changed_number(tmp_path):
     assert len(got) == 2 and "[No noise, SSIM] committed 0.648, now 0.649" in got[0] and "61.0%" in got[1]
     (d / "table6_noise.csv").unlink()
     assert ci.compare_smoke_values(out, ref) == ["simulated/sub-01/table6_noise.csv: not written by this run"]
+
+
+# -- issue 25: `make reproduce` runs two notebooks at a time, each after the notebooks it reads ----------------------
+def _reproduce_module():
+    saved = sys.modules.get("test")
+    sys.modules["test"] = ci  # reproduce.py imports the gate as `test` (its own folder is on sys.path when run)
+    try:
+        s = importlib.util.spec_from_file_location("ci_reproduce", ROOT / ".ci" / "reproduce.py")
+        mod = importlib.util.module_from_spec(s)
+        sys.modules["ci_reproduce"] = mod  # dataclasses look their module up
+        s.loader.exec_module(mod)
+    finally:
+        if saved is None:
+            sys.modules.pop("test", None)
+        else:
+            sys.modules["test"] = saved
+    return mod
+
+
+PAPER_NBS = [Path(f"nbs/{n}.ipynb") for n in ("04_noise", "05_ablation", "06_reconstruction", "06b_cross_subject",
+                                            "08_nd_reconstruction", "08a_nd_guidance_grid", "08b_nd_repeats_decoding",
+                                            "08c_nd_subjects")]
+
+
+def test_reproduce_plan_dependencies_and_cross_subject():
+    rp = _reproduce_module()
+    one = {t.label: t for t in rp.plan(PAPER_NBS, [1])}
+    assert "06b_cross_subject" not in one and "08c_nd_subjects" not in one  # one subject: no cross-subject table
+    assert one["05_ablation_sub-01"].after == ["04_noise_sub-01"]
+    assert one["08a_nd_guidance_grid_sub-01"].after == ["08_nd_reconstruction_sub-01"]
+    assert one["04_noise_sub-01"].after == [] and one["08_nd_reconstruction_sub-01"].after == []
+    four = rp.plan(PAPER_NBS, [1, 2, 5, 7])
+    labels = [t.label for t in four]
+    assert labels[:6] == ["04_noise_sub-01", "05_ablation_sub-01", "06_reconstruction_sub-01",
+                          "08_nd_reconstruction_sub-01", "08a_nd_guidance_grid_sub-01", "08b_nd_repeats_decoding_sub-01"]
+    cross = {t.label: t for t in four if "sub-" not in t.label}
+    assert set(cross["06b_cross_subject"].after) == {f"{n}_sub-{s:02d}" for s in (1, 2, 5, 7)
+                                                     for n in ("04_noise", "05_ablation", "06_reconstruction")}
+    assert len(cross["08c_nd_subjects"].after) == 12 and all(a.startswith("08") for a in cross["08c_nd_subjects"].after)
+    assert cross["08c_nd_subjects"].params["subjects"] == "1 2 5 7"
+    # a subset (`--notebooks`) waits only for what it runs
+    assert [t.after for t in rp.plan([PAPER_NBS[2]], [1])] == [[]]
+
+
+def test_reproduce_runs_at_most_jobs_at_a_time_after_their_dependencies(tmp_path, monkeypatch):
+    rp = _reproduce_module()
+    log = tmp_path / "events.txt"
+
+    def command(t):  # a stand-in notebook: logs its start and end; `bad` fails
+        code = (f"import time, sys; f = open({str(log)!r}, 'a'); f.write('start {t.label} %f\\n' % time.time()); "
+                f"f.flush(); time.sleep(0.4); f.write('end {t.label} %f\\n' % time.time()); f.close(); "
+                f"sys.exit({1 if t.label == 'bad' else 0})")
+        return [sys.executable, "-c", code]
+
+    monkeypatch.setattr(rp, "_command", command)
+    T = lambda label, after=(): rp.Task(Path("x.ipynb"), tmp_path / f"{label}.ipynb", {}, label, list(after))
+    tasks = [T("a"), T("b", ["a"]), T("c"), T("bad"), T("d", ["bad"]), T("e", ["b", "c"])]
+    failures, times = rp.run_tasks(tasks, 2, 0.0)
+    assert failures == ["bad"] and set(times) == {"a", "b", "c", "bad", "d", "e"}
+    ev = [ln.split() for ln in log.read_text().splitlines()]
+    t = {(kind, label): float(x) for kind, label, x in ev}
+    running, most = 0, 0
+    for kind, _, _ in sorted(ev, key=lambda e: float(e[2])):
+        running += 1 if kind == "start" else -1
+        most = max(most, running)
+    assert most == 2  # two at a time, never three
+    assert t["start", "b"] >= t["end", "a"] and t["start", "d"] >= t["end", "bad"]  # a failure still releases d
+    assert t["start", "e"] >= max(t["end", "b"], t["end", "c"])
+    assert (tmp_path / "bad.log").exists()  # each job's output in runs/<notebook>.log

@@ -133,3 +133,22 @@ def test_validation_messages():
         core.check_choice("subject", 9, range(1, 9))
     with pytest.raises(ValueError, match="seed must be >= 0"):
         core.seed_everything(-1)
+
+
+def test_lock_held_sees_another_process_holding_the_lock(tmp_path):
+    "`pipeline.lock_held`: how a paper-2 notebook knows paper 1's notebook is training the tiny VD (issue 25)."
+    import subprocess
+    import sys
+    import time
+    from neurodecode.pipeline import lock_held
+    lock = tmp_path / "locks" / "x.lock"
+    assert not lock_held(lock)
+    code = (f"from neurodecode.pipeline import file_lock; import time, pathlib\n"
+            f"with file_lock({str(lock)!r}):\n    pathlib.Path({str(tmp_path / 'in')!r}).touch(); time.sleep(3)")
+    p = subprocess.Popen([sys.executable, "-c", code])
+    t0 = time.time()
+    while not (tmp_path / "in").exists() and time.time() - t0 < 30:
+        time.sleep(0.05)
+    assert lock_held(lock)
+    p.wait(timeout=30)
+    assert not lock_held(lock)
