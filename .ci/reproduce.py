@@ -5,11 +5,15 @@ Executed copies go to runs/ (git-ignored); the notebooks write tables and figure
 Until the paper notebooks exist, it says so and executes the library notebooks instead, as a check that
 the installation works end to end.
 
-With `--jobs 2` (the default on a machine with two or more CPU cores) two notebooks run at a time, in the order of
-`plan`: a notebook starts once the notebooks it reads are done (`DEPENDS`), and the library's inter-process locks
-make a stage that two notebooks need train once while the other waits. Each job gets one torch thread
-(`OMP_NUM_THREADS=1`), so two jobs share two cores without oversubscribing them; a job's output goes to
-runs/<notebook>.log and the console shows one line per start and finish.
+With `--jobs N` (default 'auto': 4 on a machine with two or more CPU cores) up to N notebooks run at a time, in
+the order of `plan`: a notebook starts once the notebooks it needs are done (`DEPENDS`: 08a and 08b read what 08
+computes without locks); everything else they share (the simulated tree, the tiny models, paper 1's stages) the
+library computes once under inter-process locks while the other notebooks wait. Before the notebooks, the stand-ins
+that every later stage needs (the tiny VDVAE, and beside it the tiny CLIP and VD) start training in their own process
+at normal priority, and the notebooks run at `nice` +10: they fill the cores around that training instead of slowing
+it. Each job gets one torch thread (`OMP_NUM_THREADS=1`), so that jobs share the cores without oversubscribing them and
+every number is the same whatever the schedule; a job's output goes to runs/<notebook>.log, and the console shows one
+line per start and finish.
 """
 from __future__ import annotations
 
@@ -26,10 +30,23 @@ from test import ROOT, papermill_notebooks  # noqa: E402
 
 #: notebooks that aggregate over subjects: run once, after the per-subject notebooks of their paper, with `subjects`
 CROSS_SUBJECT = {"06b_cross_subject.ipynb", "08c_nd_subjects.ipynb"}
-#: per-subject notebooks and the notebooks (same subject) whose tables or cached stages they read first; a notebook
-#: not listed reads nothing another notebook must write (08 computes paper 1's row through the cache, under locks)
-DEPENDS = {"05_ablation": ("04_noise",), "06_reconstruction": ("04_noise",),
-           "08a_nd_guidance_grid": ("08_nd_reconstruction",), "08b_nd_repeats_decoding": ("08_nd_reconstruction",)}
+#: per-subject notebooks and the notebooks (same subject) that must finish first: 08a and 08b read 08's decoders and
+#: kappa*, which `NDExperiment` computes without inter-process locks. Paper 1's notebooks share their stages under the
+#: pipeline's locks, so 04, 05 and 06 run side by side (one trains what the others wait for), and 08 computes paper 1's
+#: row through the same locked cache.
+DEPENDS = {"08a_nd_guidance_grid": ("08_nd_reconstruction",), "08b_nd_repeats_decoding": ("08_nd_reconstruction",)}
+#: nice increment of the notebooks when jobs run side by side (the stand-ins' training keeps normal priority)
+NICE = 10
+#: trains (or finds cached) the stand-ins every later stage waits for: the tiny VDVAE, with the tiny CLIP and VD beside
+#: it in a second process (`Experiment.vae`); nothing on real weights
+STANDINS = """import sys
+from neurodecode.pipeline import Experiment
+e = Experiment(int(sys.argv[1]), sys.argv[2] or None, profile=sys.argv[3])
+print(e.ds.message, '| models:', e.models, flush=True)
+if e.models == 'tiny':
+    e.vae, e.tiny
+print('stand-ins ready', flush=True)
+"""
 
 
 def paper(stem: str) -> int:
@@ -83,6 +100,14 @@ def _env(jobs: int) -> dict:
     return env
 
 
+def _background():
+    "preexec_fn of the notebooks' processes when several run: lower priority than the stand-ins' training."
+    try:
+        os.nice(NICE)
+    except OSError:
+        pass
+
+
 def papermill(nb: Path, out: Path, params: dict) -> int:
     "One notebook in the foreground, its log on the console (`--jobs 1`, and the library notebooks' check)."
     t = Task(nb, out, params, out.stem)
@@ -94,9 +119,20 @@ def papermill(nb: Path, out: Path, params: dict) -> int:
     return rc
 
 
-def run_tasks(tasks: list, jobs: int, t_start: float) -> tuple[list, dict]:
+def start_standins(subject: int, profile: str, data_dir, runs: Path, t_start: float):
+    "Start `STANDINS` in the background (normal priority, one torch thread per process); returns (process, log file)."
+    log = runs / "standins.log"
+    fh = open(log, "w")
+    print(f"[{time.time() - t_start:6.0f} s] start the stand-ins' training (log: {log.name} in runs/)", flush=True)
+    proc = subprocess.Popen([sys.executable, "-c", STANDINS, str(subject), data_dir or "", profile], cwd=ROOT,
+                            env=_env(2), stdout=fh, stderr=subprocess.STDOUT)
+    return proc, fh
+
+
+def run_tasks(tasks: list, jobs: int, t_start: float, background=None) -> tuple[list, dict]:
     """Run `tasks` with at most `jobs` at a time, each once its `after` tasks are done (a failed one still releases its
-    dependants: they run and report on their own). Returns (failed labels, {label: (start, seconds)})."""
+    dependants: they run and report on their own). `background`: (process, log) of `start_standins`, reported when it
+    ends. Returns (failed labels, {label: (start, seconds)})."""
     if jobs <= 1:
         failures, times = [], {}
         for t in tasks:
@@ -116,9 +152,15 @@ def run_tasks(tasks: list, jobs: int, t_start: float) -> tuple[list, dict]:
             fh = open(log, "w")
             shown = log.relative_to(ROOT) if log.is_relative_to(ROOT) else log
             print(f"[{time.time() - t_start:6.0f} s] start {t.label} (log: {shown})", flush=True)
-            running[t.label] = (t, subprocess.Popen(_command(t), cwd=ROOT, env=env, stdout=fh,
-                                                    stderr=subprocess.STDOUT), fh, time.time())
+            running[t.label] = (t, subprocess.Popen(_command(t), cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                                    preexec_fn=_background if os.name == "posix" else None), fh,
+                                time.time())
         time.sleep(0.2)
+        if background is not None and background[0].poll() is not None:
+            background[1].close()
+            rc = background[0].returncode
+            print(f"[{time.time() - t_start:6.0f} s] == the stand-ins' training: {'ok' if rc == 0 else f'FAILED (exit {rc}): see runs/standins.log; the notebooks train what they need themselves'}", flush=True)
+            background = None
         for label, (t, proc, fh, t0) in list(running.items()):
             rc = proc.poll()
             if rc is None:
@@ -142,7 +184,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="default")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--notebooks", default="", help='only these paper notebooks, e.g. "04_noise 06_reconstruction"')
-    ap.add_argument("--jobs", default="auto", help="notebooks at a time: a number, or 'auto' (2 on 2+ CPU cores, else 1)")
+    ap.add_argument("--jobs", default="auto", help="notebooks at a time: a number, or 'auto' (4 on 2+ CPU cores, else 1)")
     args = ap.parse_args(argv)
     try:
         subjects = [int(s) for s in args.subjects.split()]
@@ -157,7 +199,7 @@ def main(argv=None) -> int:
         print(f"SUBJECTS names a subject twice: {args.subjects!r}")
         return 2
     if args.jobs == "auto":
-        jobs = 2 if (os.cpu_count() or 1) >= 2 else 1
+        jobs = 4 if (os.cpu_count() or 1) >= 2 else 1
     elif args.jobs.isdigit() and int(args.jobs) >= 1:
         jobs = int(args.jobs)
     else:
@@ -188,7 +230,12 @@ def main(argv=None) -> int:
               f'SUBJECTS="1 2 5 7" (their committed tables in figures/<source>/all/ stay as they are)')
     jobs = min(jobs, len(tasks))  # one notebook (`make notebook`): in the foreground, its log on the console
     print(f"{len(tasks)} notebook run(s), {jobs} at a time", flush=True)
-    failures, times = run_tasks(tasks, jobs, t0)
+    bg = None
+    if jobs > 1 and any(paper(t.nb.stem) == 1 for t in tasks):
+        bg = start_standins(subjects[0], args.profile, args.data_dir, runs, t0)
+    failures, times = run_tasks(tasks, jobs, t0, bg)
+    if bg is not None and bg[0].poll() is None:
+        bg[0].wait()
     total = time.time() - t0
     print("\nnotebook                               start      time")
     for label, (start, secs) in sorted(times.items(), key=lambda kv: kv[1][0]):
