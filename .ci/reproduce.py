@@ -108,6 +108,29 @@ def _background():
         pass
 
 
+def _renice_kernels(parents: set, done: set):
+    """Lower the priority of the notebooks' kernels. jupyter_client starts each kernel in a session of its own, and on
+    Linux with autogroups a session's CPU share is set by its autogroup's nice value, not by its processes' (so the
+    `nice` of `_background` alone would leave a kernel as strong as the stand-ins' training)."""
+    if not parents or not os.path.exists("/proc/self/autogroup"):
+        return
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) in done:
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid in parents:
+            done.add(int(d))
+            try:
+                with open(f"/proc/{d}/autogroup", "w") as f:
+                    f.write(str(NICE))
+            except OSError:
+                pass
+
+
 def papermill(nb: Path, out: Path, params: dict) -> int:
     "One notebook in the foreground, its log on the console (`--jobs 1`, and the library notebooks' check)."
     t = Task(nb, out, params, out.stem)
@@ -141,7 +164,7 @@ def run_tasks(tasks: list, jobs: int, t_start: float, background=None) -> tuple[
                 failures.append(t.label)
             times[t.label] = (t0 - t_start, time.time() - t0)
         return failures, times
-    pending, running, done, failures, times = list(tasks), {}, set(), [], {}
+    pending, running, done, failures, times, reniced = list(tasks), {}, set(), [], {}, set()
     env = _env(jobs)
     while pending or running:
         ready = [t for t in pending if all(a in done for a in t.after)]
@@ -156,6 +179,7 @@ def run_tasks(tasks: list, jobs: int, t_start: float, background=None) -> tuple[
                                                     preexec_fn=_background if os.name == "posix" else None), fh,
                                 time.time())
         time.sleep(0.2)
+        _renice_kernels({p.pid for _, p, _, _ in running.values()}, reniced)
         if background is not None and background[0].poll() is not None:
             background[1].close()
             rc = background[0].returncode
