@@ -221,10 +221,10 @@ class NDExperiment:
         import multiprocessing as mp
         from neurodecode.guidance import clip_features
         from neurodecode.networks import torch_threads
-        from neurodecode.pipeline import file_lock, lock_held
+        from neurodecode.pipeline import file_lock, lock_held, tiny_diffusion_lock
         from neurodecode.shared_training import ND_TARGETS
         from neurodecode.standin_ldm import train_standin_ldm
-        if self.side_process and lock_held(get_cache_dir() / ".locks" / "tiny-diffusion.lock"):
+        if self.side_process and lock_held(tiny_diffusion_lock()):
             # paper 1's notebook (run beside this one by `make reproduce`) is training the tiny VD, whose VAE makes z
             # and the LDM's latents: train the c and g decoders, which need neither, on one core meanwhile
             with torch_threads(1):

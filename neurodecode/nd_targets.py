@@ -359,12 +359,11 @@ def standin_encoders(
 ):
     "(clip, vae, vae_scale): the stand-ins of SD-1.4's text encoder + ViT-B/32 (one tiny CLIP) and of SD's VAE."
     from neurodecode import diffusion
-    from neurodecode.core import get_cache_dir
-    from neurodecode.pipeline import file_lock
+    from neurodecode.pipeline import file_lock, tiny_diffusion_lock
     clip = standin_clip(images, captions_per_image, seed, cache, device, quiet, clip_config)
     # the lock paper 1's pipeline trains the tiny VD under: a paper-2 notebook running beside paper 1's (`make
     # reproduce` runs two at a time) waits for that training instead of repeating it
-    with file_lock(get_cache_dir() / ".locks" / "tiny-diffusion.lock"):
+    with file_lock(tiny_diffusion_lock()):
         _, vd = diffusion.train_tiny_models(images, captions_per_image, seed=seed, cache=cache, device=device,
                                             clip_config=vd_clip_config, vd_config=vd_config, quiet=quiet)
     vae = vd.vae.eval()

@@ -24,7 +24,8 @@ from .report import Provenance
 
 # %% auto #0
 __all__ = ['RUN_PROFILES', 'STAGE1_MODELS', 'PRETRAIN_SEED', 'VDVAE_RIDGE_ALPHA', 'CLIP_RIDGE_ALPHAS', 'VAL_EVERY',
-           'TINY_VDVAE_OUTPUT', 'run_profile', 'DataSource', 'file_lock', 'lock_held', 'resolve_data', 'Experiment']
+           'TINY_VDVAE_OUTPUT', 'run_profile', 'DataSource', 'file_lock', 'tiny_diffusion_lock', 'lock_held',
+           'resolve_data', 'Experiment']
 
 # %% ../nbs/03r_pipeline.ipynb #cef554db
 RUN_PROFILES = {
@@ -64,7 +65,7 @@ def _tiny_diffusion_job(images, captions, seed, clip_config, vd_config, started)
     "Side process of `Experiment.vae`: train (or find cached) the tiny CLIP and VD on one thread, under `tiny`'s lock."
     import torch
     torch.set_num_threads(1)
-    with file_lock(get_cache_dir() / ".locks" / "tiny-diffusion.lock"):
+    with file_lock(tiny_diffusion_lock()):
         started.set()
         tiny_diffusion.train_tiny_models(images, captions, seed=seed, device="cpu", clip_config=clip_config,
                                     vd_config=vd_config, quiet=True)
@@ -92,6 +93,11 @@ def file_lock(path: str | os.PathLike):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def tiny_diffusion_lock() -> Path:
+    "The lock every trainer of the tiny CLIP + VD holds (paper 1's pipeline, its side process, paper 2's stand-ins)."
+    return get_cache_dir() / ".locks" / "tiny-diffusion.lock"
 
 
 def lock_held(path: str | os.PathLike) -> bool:
@@ -246,7 +252,7 @@ class Experiment:
     def tiny(self):
         "(clip, vd): the tiny CLIP-like pair and dual-guided diffusion model, trained by neurodecode."
         sc = self.pretrain_scenes
-        with file_lock(get_cache_dir() / ".locks" / "tiny-diffusion.lock"):
+        with file_lock(tiny_diffusion_lock()):
             clip, vd = tiny_diffusion.train_tiny_models(sc.images, sc.captions, seed=self.seed, device=self.device,
                                                    clip_config=self.profile["clip_config"],
                                                    vd_config=self.profile["vd_config"])

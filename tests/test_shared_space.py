@@ -111,3 +111,20 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert resumed["log"]["loss"] == fresh["log"]["loss"]
     for k, v in fresh["state"].items():
         assert torch.equal(resumed["state"][k], v), k
+
+
+def test_data_key_hashes_read_only_arrays_once(monkeypatch):
+    "Issue 25: `_data_key` memoises read-only training sets (NDExperiment's), never writeable ones."
+    import neurodecode.shared_training as st
+    calls = []
+    real = st.hash_obj
+    monkeypatch.setattr(st, "hash_obj", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(st, "_DATA_KEYS", {})
+    X, R, T = {1: np.ones((4, 3), np.float32)}, {1: np.arange(4)}, np.zeros((4, 2), np.float32)
+    k1, k2 = st._data_key(X, R, T), st._data_key(X, R, T)
+    assert k1 == k2 and len(calls) == 2  # writeable: hashed every time (they could change in between)
+    for a in (X[1], R[1], T):
+        a.setflags(write=False)
+    k3, k4 = st._data_key(X, R, T), st._data_key(X, R, T)
+    assert k3 == k4 == k1 and len(calls) == 3  # read-only: hashed once, the same key as before
+    assert st._data_key({1: X[1].copy()}, R, T) == k1 and len(calls) == 4  # another array: hashed again
